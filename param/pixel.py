@@ -1,0 +1,24 @@
+"""Pixel latent: the unconstrained image itself, one value per pixel and channel."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PixelLatent(nn.Module):
+    """A plain ``[B, C, H, W]`` latent; ``from_image`` is the identity inverse."""
+
+    def __init__(self, batch: int, channels: int, height: int, width: int, sd: float = 0.01,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        init = torch.randn(batch, channels, height, width, generator=generator) * sd
+        self.latent = nn.Parameter(init)
+
+    def forward(self) -> torch.Tensor:
+        return self.latent
+
+    @torch.no_grad()
+    def set_from(self, values: torch.Tensor) -> None:
+        """Set the latent so that ``forward()`` returns ``values``."""
+        self.latent.copy_(values.to(self.latent))

