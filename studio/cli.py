@@ -1,0 +1,37 @@
+"""The ``studio`` command: one subcommand per module in ``studio/commands`` (each defines ``register``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from studio import commands
+from studio.errors import StudioError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand found in ``studio.commands``."""
+    parser = argparse.ArgumentParser(prog="studio", description="Feature visualisation and attribution studio.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        importlib.import_module(f"studio.commands.{info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except StudioError as error:
+        print(f"studio: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("studio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
