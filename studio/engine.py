@@ -155,13 +155,15 @@ def render(model: StudioModel | str, objective: Objective | TargetSpec | Sequenc
     """Run :func:`optimize` to the end and return its ``RenderResult`` (``progress`` shows a bar)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=settings.get("steps", 512), unit="step", disable=not progress)
+    bar = None  # created at the first snapshot, so validation errors come before any progress output
     try:
         for snapshot in optimize(model, objective, **settings):
+            bar = bar or tqdm(total=snapshot.steps, unit="step", disable=not progress)
             bar.update(snapshot.step - bar.n)
             bar.set_postfix(objective=f"{snapshot.values.mean().item():.3g}")
             if snapshot.done:
                 return snapshot.result
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     raise RuntimeError("optimize() ended without a final snapshot")

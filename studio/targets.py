@@ -70,9 +70,6 @@ def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True) -
 
     try:
         for name in wanted:
-            if isinstance(modules[name], torch.jit.ScriptModule):
-                raise StudioError(f"Cannot hook layer {name!r} of a TorchScript model; target its output ('logits') "
-                                  "or load the model as a regular nn.Module.")
             handles.append(modules[name].register_forward_hook(hook_for(name)))
         yield captured
     finally:
@@ -83,9 +80,12 @@ def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True) -
 def forward_to(module: nn.Module, inputs: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
     """Run ``module`` on ``inputs`` only as far as needed and return the outputs of ``layers``."""
     layers = list(layers)
-    with capture(module, layers) as captured:
+    hooked = [name for name in layers if name != OUTPUT]
+    with capture(module, hooked, stop_early=OUTPUT not in layers) as captured:
         try:
-            module(inputs)
+            output = module(inputs)
+            if OUTPUT in layers:
+                captured[OUTPUT] = output if isinstance(output, torch.Tensor) else _first_tensor(output)
         except _StopForward:
             pass
     missing = [name for name in layers if name not in captured]
@@ -119,20 +119,15 @@ def record_output_shapes(model: StudioModel) -> dict[str, tuple[int, ...]]:
 
     try:
         for name, sub in model.module.named_modules():
-            if not isinstance(sub, torch.jit.ScriptModule) or name == "":
-                try:
-                    handles.append(sub.register_forward_hook(hook_for(name)))
-                except RuntimeError:
-                    pass
+            if name and not isinstance(sub, torch.jit.ScriptModule):
+                handles.append(sub.register_forward_hook(hook_for(name)))
         probe = torch.zeros(1, 3, *model.spec.size, device=model.device)
         with torch.no_grad():
-            model.module(probe)
+            output = model.module(probe)
     finally:
         for handle in handles:
             handle.remove()
-    output = shapes.pop(OUTPUT, None)
-    if output is not None:
-        shapes[OUTPUT] = output
+    shapes[OUTPUT] = tuple((output if isinstance(output, torch.Tensor) else _first_tensor(output)).shape[1:])
     return shapes
 
 
@@ -143,6 +138,9 @@ def resolve_layer(model: StudioModel, layer: str) -> str:
         return layer
     if layer == LOGITS and OUTPUT in shapes:
         return OUTPUT
+    if isinstance(dict(model.module.named_modules()).get(layer), torch.jit.ScriptModule):
+        raise StudioError(f"Cannot hook layer {layer!r} of a TorchScript model; target its output ('logits') "
+                          "or load the model as a regular nn.Module.")
     names = [n for n in shapes if n]
     close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""

@@ -1,0 +1,70 @@
+"""Parameterisations match their math: 1/f spectrum, exact round trips, invertible colour."""
+
+import math
+
+import pytest
+import torch
+
+from studio import param
+from studio.param import ColourSpace, FourierLatent, rfft_frequencies
+
+
+def radial_amplitude_slope(images: torch.Tensor) -> float:
+    """Least-squares slope of log mean |FFT| against log frequency (excluding DC and the lowest band)."""
+    spectrum = torch.fft.rfft2(images).abs().pow(2).mean((0, 1)).sqrt()
+    freqs = rfft_frequencies(*images.shape[-2:])
+    bands = torch.linspace(0.03, 0.5, 16)
+    xs, ys = [], []
+    for lo, hi in zip(bands[:-1], bands[1:]):
+        inside = (freqs >= lo) & (freqs < hi)
+        xs.append(math.log((lo + hi) / 2))
+        ys.append(math.log(spectrum[inside].mean().item()))
+    x, y = torch.tensor(xs), torch.tensor(ys)
+    return (((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()).item()
+
+
+@pytest.mark.parametrize("decay", [1.0, 1.5])
+def test_fourier_latent_has_power_law_spectrum(decay):
+    latent = FourierLatent(32, 3, 64, 64, sd=1.0, decay_power=decay, generator=torch.Generator().manual_seed(0))
+    slope = radial_amplitude_slope(latent().detach())
+    assert slope == pytest.approx(-decay, abs=0.08)
+
+
+def test_fourier_round_trip_is_exact():
+    latent = FourierLatent(2, 3, 24, 31, decay_power=1.2)
+    target = torch.randn(2, 3, 24, 31)
+    latent.set_from(target)
+    torch.testing.assert_close(latent(), target, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_colour_space_is_invertible(decorrelate):
+    colour = ColourSpace(decorrelate)
+    latent = torch.randn(3, 3, 5, 5)
+    torch.testing.assert_close(colour.inverse(colour(latent)), latent, atol=1e-4, rtol=1e-4)
+    rgb = torch.rand(2, 3, 4, 4) * 0.98 + 0.01
+    torch.testing.assert_close(colour(colour.inverse(rgb)), rgb, atol=1e-5, rtol=1e-5)
+
+
+def test_decorrelated_colour_uses_lucid_matrix():
+    colour = ColourSpace(True)
+    expected = param.COLOR_CORRELATION_SVD_SQRT / param.COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+    latent = torch.zeros(1, 3, 1, 1)
+    latent[0, 1] = 1.0
+    torch.testing.assert_close(torch.logit(colour(latent))[0, :, 0, 0], expected[:, 1])
+
+
+@pytest.mark.parametrize("kind", ["fourier", "pixel"])
+def test_image_param_shapes_range_seed_and_init(kind):
+    a = param.image(40, batch=3, kind=kind, seed=5)()
+    assert a.shape == (3, 3, 40, 40) and a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, param.image(40, batch=3, kind=kind, seed=5)())
+    assert not torch.equal(a, param.image(40, batch=3, kind=kind, seed=6)())
+    photo = torch.rand(3, 40, 40) * 0.9 + 0.05
+    started = param.image(40, batch=2, kind=kind, init=photo)()
+    torch.testing.assert_close(started, photo.expand(2, -1, -1, -1), atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_kind_is_clear():
+    with pytest.raises(ValueError, match="fourier, pixel"):
+        param.image(8, kind="wavelet")
