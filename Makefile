@@ -18,7 +18,7 @@ install: $(BIN)/studio
 
 demo: install
 	$(BIN)/studio render efficientnet_lite0 blocks.4:0 blocks.4:1 blocks.4:2 blocks.4:3 blocks.4:4 blocks.4:5 \
-		'logits:"Egyptian cat"' --steps 256 --size 128 --out out/demo
+		'logits:"Egyptian cat"' --steps 128 --size 128 --out out/demo
 
 system-deps:
 	@command -v xvfb-run >/dev/null || (apt-get update -qq && apt-get install -y -qq xvfb libgl1-mesa-dri libegl1 \

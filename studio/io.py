@@ -13,6 +13,9 @@ import torch
 
 from studio.errors import StudioError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """``[3, H, W]`` float in ``[0, 1]`` to ``H x W x 3`` uint8."""
@@ -47,6 +50,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the result the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
