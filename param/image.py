@@ -6,10 +6,12 @@ import torch
 from torch import nn
 
 from studio.param.colour import ColourSpace
+from studio.param.cppn import CppnLatent
 from studio.param.fourier import FourierLatent
+from studio.param.maco import MacoLatent
 from studio.param.pixel import PixelLatent
 
-PARAM_KINDS = ("fourier", "pixel")
+PARAM_KINDS = ("fourier", "pixel", "maco", "cppn")
 
 
 class ImageParam(nn.Module):
@@ -31,11 +33,13 @@ class ImageParam(nn.Module):
 
 def image(size: int | tuple[int, int], batch: int = 1, kind: str = "fourier", decorrelate: bool = True,
           decay_power: float = 1.0, sd: float = 0.01, seed: int | None = 0,
-          init: torch.Tensor | None = None, device: torch.device | str | None = None) -> ImageParam:
+          init: torch.Tensor | None = None, device: torch.device | str | None = None,
+          magnitude: torch.Tensor | None = None) -> ImageParam:
     """Build an image parameterisation.
 
-    ``kind`` is ``"fourier"`` (1/f-scaled spectrum, the default) or ``"pixel"``. ``init`` (images in
-    ``[0, 1]``, broadcast over the batch) starts from a photo instead of noise, e.g. for accentuation.
+    ``kind`` is ``"fourier"`` (1/f-scaled spectrum, the default), ``"pixel"``, ``"maco"`` (fixed magnitude,
+    optimised phase; ``magnitude`` overrides the 1/f default) or ``"cppn"``. ``init`` (images in ``[0, 1]``,
+    broadcast over the batch) starts from a photo instead of noise, e.g. for accentuation.
     """
     height, width = (size, size) if isinstance(size, int) else size
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -44,6 +48,10 @@ def image(size: int | tuple[int, int], batch: int = 1, kind: str = "fourier", de
                                           generator=generator)
     elif kind == "pixel":
         latent = PixelLatent(batch, 3, height, width, sd=sd, generator=generator)
+    elif kind == "maco":
+        latent = MacoLatent(batch, 3, height, width, magnitude=magnitude, generator=generator)
+    elif kind == "cppn":
+        latent = CppnLatent(batch, 3, height, width, generator=generator)
     else:
         raise ValueError(f"Unknown parameterisation {kind!r}: choose one of {', '.join(PARAM_KINDS)}.")
     param = ImageParam(latent, ColourSpace(decorrelate))

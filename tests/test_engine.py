@@ -129,3 +129,9 @@ def test_render_command_writes_pngs_and_prints_activations(tmp_path, capsys):
                  "--device", "cpu", "--out", str(tmp_path / "sheet.png")]) == 0
     assert main(["render", "efficientnet_lite0", "blocks.9:1", "--steps", "2", "--device", "cpu"]) == 2
     assert "Unknown layer 'blocks.9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, lr", [("maco", 0.05), ("pixel", 0.05), ("cppn", 0.005)])
+def test_every_parameterisation_raises_its_unit(lite0, kind, lr):
+    result = studio.render(lite0, "blocks.2:3", steps=24, size=48, param=kind, lr=lr, seed=0)
+    assert result.history[-6:].mean() > result.history[:3].mean() + 0.5

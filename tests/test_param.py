@@ -66,5 +66,51 @@ def test_image_param_shapes_range_seed_and_init(kind):
 
 
 def test_unknown_kind_is_clear():
-    with pytest.raises(ValueError, match="fourier, pixel"):
+    with pytest.raises(ValueError, match="fourier, pixel, maco, cppn"):
         param.image(8, kind="wavelet")
+
+
+def test_maco_keeps_its_magnitude_and_learns_only_phase():
+    from studio.param import MacoLatent, natural_magnitude
+
+    photos = torch.rand(4, 3, 50, 40)
+    magnitude = natural_magnitude(photos, 32, 32)
+    assert magnitude.shape == (3, 32, 17)
+    latent = MacoLatent(2, 3, 32, 32, magnitude=magnitude, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(latent.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        latent()[:, 0, :16].mean().neg().backward()
+        optimizer.step()
+    assert [name for name, _ in latent.named_parameters()] == ["phase"]
+    torch.testing.assert_close(latent.spectrum().abs(), magnitude.expand(2, -1, -1, -1), rtol=1e-5, atol=1e-6)
+    out = latent()
+    torch.testing.assert_close(out.mean((2, 3)), torch.zeros(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std((2, 3)), torch.ones(2, 3), atol=1e-4, rtol=0)
+    # An image with MACO's magnitude comes back from its phase; only the self-conjugate DC and Nyquist
+    # columns, whose phase irfft2 projects away, differ (measured correlation 0.992).
+    source = MacoLatent(1, 3, 32, 32, magnitude=magnitude, generator=torch.Generator().manual_seed(9))()
+    latent.set_from(source)
+    correlation = torch.corrcoef(torch.stack([latent()[1].flatten(), source[0].flatten()]))[0, 1]
+    assert correlation > 0.98
+    with pytest.raises(ValueError, match="natural_magnitude"):
+        MacoLatent(1, 3, 16, 16, magnitude=magnitude)
+
+
+def test_cppn_is_per_image_and_resolution_independent():
+    from studio.param import CppnLatent
+
+    small = CppnLatent(2, 3, 33, 33, generator=torch.Generator().manual_seed(0))
+    torch.nn.init.normal_(small.out)
+    large = CppnLatent(2, 3, 65, 65, generator=torch.Generator().manual_seed(0))
+    large.load_state_dict(small.state_dict())
+    # The same function sampled twice as densely: every other pixel of the large image is the small one.
+    torch.testing.assert_close(large()[:, :, ::2, ::2], small(), atol=1e-5, rtol=1e-5)
+    before = small()[1].clone()
+    with torch.no_grad():
+        for weight in small.weights:
+            weight[0].mul_(-1)
+    torch.testing.assert_close(small()[1], before)  # image 1's network is its own
+    assert not torch.allclose(small()[0], large()[0, :, ::2, ::2])
+    with pytest.raises(ValueError, match="cannot start from an image"):
+        param.image(16, kind="cppn", init=torch.rand(3, 16, 16))

@@ -8,6 +8,7 @@ from pathlib import Path
 from studio.commands.common import add_model_arguments, model_from_args
 from studio.engine import render
 from studio.io import image_grid, write_image
+from studio.param import PARAM_KINDS
 
 
 def register(subparsers) -> None:
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("targets", nargs="+", metavar="TARGET", help='blocks.4:12, blocks.4:12@7,7, logits:"Egyptian cat"')
     parser.add_argument("--steps", type=int, default=512)
     parser.add_argument("--size", type=int, default=128, help="parameterisation size in pixels")
-    parser.add_argument("--param", choices=["fourier", "pixel"], default="fourier")
+    parser.add_argument("--param", choices=PARAM_KINDS, default="fourier", help="fourier (default), pixel, maco, cppn (use --lr 0.005)")
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transforms", choices=["standard", "none"], default="standard")
