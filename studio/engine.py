@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,7 @@ from studio.targets import Target, forward_to, frozen, parse_target, resolve_lay
 from studio.transforms import TransformSettings, random_affine
 
 TargetSpec = str | Target
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -88,13 +90,19 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
 
 
 def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, str],
-                 transform: TransformSettings | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """Captured activations keyed by the objective's layer names, plus the images themselves."""
+                 transform: TransformSettings | None, generator: torch.Generator | None,
+                 precision: str = "float32") -> dict[str, torch.Tensor]:
+    """Captured activations keyed by the objective's layer names, plus the images themselves.
+
+    Only the model's forward runs in ``precision``; parameterisation, colour and transforms stay float32.
+    """
     if transform is None:
         inputs = resize_to_input(images, model.spec)
     else:
         inputs = random_affine(images, model.spec.size, transform, generator)
-    captured = forward_to(model.module, model.spec.normalise(inputs), set(layer_map.values()))
+    autocast = nullcontext() if precision == "float32" else torch.autocast(images.device.type, dtype=torch.bfloat16)
+    with autocast:
+        captured = forward_to(model.module, model.spec.normalise(inputs), set(layer_map.values()))
     acts = {name: captured[module_path] for name, module_path in layer_map.items()}
     acts[IMAGE] = images
     return acts
@@ -104,15 +112,18 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
              steps: int = 512, size: int = 128, param: str | ImageParam = "fourier", lr: float = 0.05,
              seed: int = 0, transforms: str | TransformSettings = "standard", snapshot_every: int | None = None,
              batch: int | None = None, decorrelate: bool = True, decay_power: float = 1.0,
-             init: torch.Tensor | None = None) -> Iterator[Snapshot]:
+             init: torch.Tensor | None = None, precision: str = "float32") -> Iterator[Snapshot]:
     """Optimise images to maximise ``objective``; yield a ``Snapshot`` every ``snapshot_every`` steps.
 
     ``objective`` is a target string (``blocks.4:12``), a list of them (one image per target, one batch),
     or an ``Objective`` (then ``batch`` images, default 1). Validation happens before the first step.
+    ``precision="bfloat16"`` runs the model's forward under bf16 autocast (a GPU speed option).
     """
     model = load_model(model) if isinstance(model, str) else model
     if steps < 1:
         raise StudioError(f"steps must be at least 1, not {steps}.")
+    if precision not in PRECISIONS:
+        raise StudioError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     objective, targets = objective_for(model, objective)
     layer_map = {name: resolve_layer(model, name) for name in objective.layers if name != IMAGE}
     batch = len(targets) if targets is not None else (batch or 1)
@@ -126,14 +137,14 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     settings = {"model": model.name, "objective": objective.name, "targets": [str(t) for t in targets or []],
                 "steps": steps, "size": size, "param": param.latent.__class__.__name__,
                 "decorrelate": decorrelate, "decay_power": decay_power, "lr": lr, "seed": seed,
-                "transforms": transform.as_dict(), "batch": batch, "device": str(device)}
-    optimizer = torch.optim.Adam(param.parameters(), lr=lr)
+                "transforms": transform.as_dict(), "batch": batch, "device": str(device), "precision": precision}
+    optimizer = torch.optim.Adam(param.parameters(), lr=lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)
     start = time.perf_counter()
     with frozen(model.module), torch.enable_grad():
         for step in range(1, steps + 1):
             images = param()
-            total, terms = objective.evaluate(_activations(model, images, layer_map, transform, generator))
+            total, terms = objective.evaluate(_activations(model, images, layer_map, transform, generator, precision))
             optimizer.zero_grad(set_to_none=True)
             (-total.sum()).backward()
             optimizer.step()

@@ -135,3 +135,14 @@ def test_render_command_writes_pngs_and_prints_activations(tmp_path, capsys):
 def test_every_parameterisation_raises_its_unit(lite0, kind, lr):
     result = studio.render(lite0, "blocks.2:3", steps=24, size=48, param=kind, lr=lr, seed=0)
     assert result.history[-6:].mean() > result.history[:3].mean() + 0.5
+
+
+def test_bfloat16_forward_keeps_the_result_close(lite0):
+    targets = ["blocks.2:3", "blocks.2:7"]
+    exact = studio.render(lite0, targets, steps=12, size=48, seed=2)
+    fast = studio.render(lite0, targets, steps=12, size=48, seed=2, precision="bfloat16")
+    assert fast.settings["precision"] == "bfloat16" and fast.images.dtype == torch.float32
+    relative = ((fast.clean_activations - exact.clean_activations).abs() / exact.clean_activations.abs()).median()
+    assert relative < 0.1, relative
+    with pytest.raises(studio.StudioError, match="float32, bfloat16"):
+        studio.render(lite0, targets, steps=1, precision="half")
