@@ -1,0 +1,389 @@
+"""Galleries: render a TOML spec of models, targets and settings to PNGs with provenance, resumably.
+
+    from studio import gallery
+    report = gallery.run("gallery/example.toml", "out/example")   # or: studio gallery SPEC.toml --out DIR
+
+The whole spec is validated first (``studio.gallery_spec``). Items (unit x seed) that share a model,
+settings and seed render together in one engine batch; the batches are cut from the spec's full item
+list, so a resumed run renders exactly the batches a fresh run would (same images, same device). An
+item whose sidecar exists with the same settings key is skipped; a CUDA out-of-memory error halves the
+batch and retries. Files are written by ``studio.gallery_output``, each atomically, the sidecar last.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from studio.engine import optimize, render
+from studio.errors import StudioError
+from studio.gallery_output import (
+    FORMAT, INDEX, MANIFEST, attribution_marker, complete, describe_device, library_versions, lock, now, overlay_path,
+    read_json, remove_stale_temporaries, sidecar_path, write_index, write_item, write_json,
+    write_manifest, write_sheets,
+)
+from studio.gallery_spec import GallerySpec, Item, ModelEntry, RenderSettings, Unit, digest, load_spec
+from studio.io import to_uint8, write_image
+from studio.models import StudioModel
+from studio.transforms import TransformSettings
+
+__all__ = ["Batcher", "GalleryReport", "Plan", "auto_batch_size", "batch_for_memory", "load_spec", "plan", "run"]
+
+#: Default batch on the CPU, where a bigger batch only costs memory (the time per image stays the same).
+CPU_BATCH = 8
+#: Largest automatic GPU batch, and the share of GPU memory the automatic size aims to fill.
+MAX_AUTO_BATCH = 256
+MEMORY_FRACTION = 0.8
+
+R = TypeVar("R")
+
+
+@dataclass
+class Plan:
+    """What a run will do: every item, which are already complete, and which units need attribution."""
+
+    spec: GallerySpec
+    out_dir: Path
+    done: dict[str, dict] = field(default_factory=dict)
+    attribution_todo: list[Unit] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[Item]:
+        return [item for item in self.spec.items if item.id not in self.done]
+
+
+@dataclass
+class GalleryReport:
+    """What a run did: images rendered and skipped, units attributed, times, and the files it wrote."""
+
+    out_dir: Path
+    rendered: list[str]
+    skipped: list[str]
+    attributed: list[str]
+    render_seconds: float
+    seconds: float
+    sheets: list[Path]
+    halvings: list[tuple[int, int]]
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / MANIFEST
+
+    @property
+    def index(self) -> Path:
+        return self.out_dir / INDEX
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.render_seconds / len(self.rendered) if self.rendered else 0.0
+
+
+class Batcher:
+    """Render lists of items in batches of at most ``size``. A CUDA out-of-memory error halves the batch
+    that failed and retries it (down to one item); the smaller size is kept for later calls."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.halvings: list[tuple[int, int]] = []
+
+    def run(self, items: Sequence, render_batch: Callable[[list], R]) -> Iterator[tuple[list, R]]:
+        remaining = list(items)
+        while remaining:
+            part = remaining[:self.size]
+            try:
+                result = render_batch(part)
+            except torch.cuda.OutOfMemoryError:
+                if len(part) == 1:
+                    raise StudioError("Out of GPU memory with a batch of one image; lower size in the spec or "
+                                      "free the GPU.") from None
+                failed = True
+            else:
+                failed = False
+            if failed:  # outside the except block, so the failed attempt's tensors can be freed
+                _release_memory()
+                self.size = (len(part) + 1) // 2
+                self.halvings.append((len(part), self.size))
+                continue
+            del remaining[:len(part)]
+            yield part, result
+
+
+def _release_memory() -> None:
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def batch_for_memory(total: int, used: int, per_image: float, fraction: float = MEMORY_FRACTION,
+                     cap: int = MAX_AUTO_BATCH) -> int:
+    """The largest power of two of images of ``per_image`` bytes that fits ``fraction`` of ``total`` beside ``used``."""
+    count = int((total * fraction - used) // max(per_image, 1.0))
+    return 1 if count < 1 else min(cap, 1 << (count.bit_length() - 1))
+
+
+def auto_batch_size(model: StudioModel, items: Sequence[Item], settings: RenderSettings) -> int:
+    """A batch size from a one-step probe of the deepest target (GPU), or ``CPU_BATCH`` on the CPU.
+
+    The probe measures peak memory per image, so the size depends only on the model, settings and the
+    device's total memory: the same spec on the same GPU batches (and so renders) the same way.
+    """
+    device = model.device
+    if device.type != "cuda":
+        return CPU_BATCH
+    order = {name: index for index, name in enumerate(model.layer_shapes)}
+    deepest = max(items, key=lambda item: order.get(item.unit.target.layer, -1)).unit.target
+    _release_memory()
+    torch.cuda.reset_peak_memory_stats(device)
+    used = torch.cuda.memory_allocated(device)
+    probe = 2 if deepest.channel is not None else 1
+    render(model, [deepest] * probe, steps=1, seed=0, **settings.engine_kwargs())
+    per_image = (torch.cuda.max_memory_allocated(device) - used) / probe
+    _release_memory()
+    return batch_for_memory(torch.cuda.get_device_properties(device).total_memory, used, per_image)
+
+
+def _out_dir(spec: GallerySpec, out_dir: str | Path | None) -> Path:
+    out = Path(out_dir) if out_dir is not None else spec.output.dir
+    if out is None:
+        raise StudioError("Give an output folder: studio gallery SPEC.toml --out DIR (or dir = \"...\" in [output]).")
+    if out.exists() and not out.is_dir():
+        raise StudioError(f"Output folder {str(out)!r} is a file; give a folder.")
+    return out
+
+
+def _attribution_key(spec: GallerySpec, unit: Unit) -> str:
+    options = spec.attribution
+    return digest({"model": spec.models[unit.model].identity(), "target": unit.text, "method": options.method,
+                   "layer": options.layer, "photos": options.sha256})
+
+
+def plan(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = None, *,
+         models: Mapping[str, StudioModel | str] | None = None, device: torch.device | str | None = None) -> Plan:
+    """Validate ``spec`` and find which items (and attributions) in ``out_dir`` are already complete."""
+    spec = load_spec(spec, models=models, device=device)
+    out = _out_dir(spec, out_dir)
+    result = Plan(spec, out)
+    for item in spec.items:
+        sidecar = complete(out, item, spec.output) if out.is_dir() else None
+        if sidecar is not None:
+            result.done[item.id] = sidecar
+    if spec.attribution.photos:
+        for unit in spec.units:
+            if unit.whole_layer:
+                continue
+            marker = read_json(out / attribution_marker(unit))
+            if (not marker or marker.get("key") != _attribution_key(spec, unit)
+                    or not all((out / p).is_file() for p in marker.get("files", {}).values())):
+                result.attribution_todo.append(unit)
+    return result
+
+
+def _groups(spec: GallerySpec) -> dict[tuple, list[Item]]:
+    """Items that can share an engine batch: same model, settings, seed and batch size, in spec order.
+    A whole-layer target optimises every image of its batch, so it renders alone."""
+    groups: dict[tuple, list[Item]] = {}
+    for item in spec.items:
+        alone = item.unit.path if item.unit.whole_layer else ""
+        groups.setdefault((item.unit.model, item.settings, item.seed, item.batch, alone), []).append(item)
+    return groups
+
+
+class _Renderer:
+    """Renders the pending items of a plan batch by batch, advancing one progress bar, writing each item."""
+
+    def __init__(self, plan_: Plan, bar) -> None:
+        self.plan = plan_
+        self.spec = plan_.spec
+        self.bar = bar
+        self.versions = library_versions()
+        self.batchers: dict[tuple, Batcher] = {}
+        self.auto_sizes: dict[tuple, int] = {}
+        self.rendered: list[str] = []
+        self.seconds = 0.0
+        self.base = bar.n
+
+    def progress(self, partial: float) -> None:
+        """Show whole items written so far plus ``partial`` items of the batch in flight."""
+        self.bar.n = self.base + len(self.rendered) + partial
+        self.bar.refresh()
+
+    def run(self) -> None:
+        done = self.plan.done
+        for (model_name, settings, seed, batch, _), items in _groups(self.spec).items():
+            if all(item.id in done for item in items):
+                continue
+            entry = self.spec.models[model_name]
+            size = batch or (1 if items[0].unit.whole_layer else self.auto_size(entry, items, settings))
+            # One batcher per model, settings and size: what an out-of-memory error teaches holds for every seed.
+            batcher = self.batchers.setdefault((model_name, settings, size), Batcher(size))
+            # Batches are cut from the whole group, as a fresh run would cut them, and rendered whole.
+            for start in range(0, len(items), size):
+                chunk = items[start:start + size]
+                if all(item.id in done for item in chunk):
+                    continue
+                for part, result in batcher.run(chunk, lambda part: self.render_batch(entry, part, settings, seed)):
+                    self.write(entry, part, result)
+
+    def auto_size(self, entry: ModelEntry, items: list[Item], settings: RenderSettings) -> int:
+        """:func:`auto_batch_size`, probed once per model, settings and set of layers (not once per seed)."""
+        key = (entry.name, settings, frozenset(item.unit.target.layer for item in items))
+        if key not in self.auto_sizes:
+            self.auto_sizes[key] = auto_batch_size(entry.model, items, settings)
+        return self.auto_sizes[key]
+
+    def render_batch(self, entry: ModelEntry, part: list[Item], settings: RenderSettings, seed: int):
+        """One engine batch; returns ``(RenderResult, frames per item or None)``."""
+        output = self.spec.output
+        animate = output.animation != "none"
+        every = max(1, settings.steps // output.frames) if animate else max(1, settings.steps // 32)
+        frames = [[] for _ in part] if animate else None
+        weight = sum(item.id not in self.plan.done for item in part)
+        self.bar.set_postfix_str(f"{entry.name} batch of {len(part)}", refresh=False)
+        try:
+            for snapshot in optimize(entry.model, [item.unit.target for item in part], seed=seed,
+                                     snapshot_every=every, **settings.engine_kwargs()):
+                self.progress(weight * snapshot.step / settings.steps)
+                if frames is not None:
+                    for item_frames, image in zip(frames, snapshot.images):
+                        item_frames.append(to_uint8(image))
+                if snapshot.done:
+                    return snapshot.result, frames
+        finally:
+            self.progress(0.0)  # finished items count once written; a failed attempt gives its progress back
+        raise RuntimeError("optimize() ended without a final snapshot")
+
+    def write(self, entry: ModelEntry, part: list[Item], rendered) -> None:
+        result, frames = rendered
+        members = [item.id for item in part]
+        engine = {k: v for k, v in result.settings.items() if k not in ("targets", "objective")}
+        self.seconds += result.seconds
+        for index, item in enumerate(part):
+            if item.id in self.plan.done:
+                continue  # rendered again only because its batch had a missing member; its files stay
+            unit = item.unit
+            history = result.history[:, index]
+            stride = max(1, len(history) // 64)
+            record = {
+                "format": FORMAT, "id": item.id, "key": item.key, "model": entry.identity(),
+                "target": unit.text, "layer": unit.text.split(":")[0], "channel": unit.target.channel,
+                "position": list(unit.target.position) if unit.target.position else None, "label": unit.label,
+                "seed": item.seed, "settings": item.settings.as_dict(),
+                "transforms": TransformSettings.preset(item.settings.transforms).as_dict(), "engine": engine,
+                "batch": {"size": len(part), "index": index, "members": members},
+                "clean_activation": float(result.clean_activations[index]),
+                "objective_history": {"every": stride, "values": [round(float(v), 6) for v in history[::stride]]},
+                "seconds": result.seconds / len(part), "batch_seconds": result.seconds, "finished": now(),
+                "device": describe_device(entry.model.device), "versions": self.versions,
+                "spec": {"name": self.spec.source, "sha256": self.spec.sha256, "line": item.line},
+            }
+            self.plan.done[item.id] = write_item(self.plan.out_dir, item, result.images[index],
+                                                 frames[index] if frames else None, record, self.spec.output)
+            self.rendered.append(item.id)
+            self.progress(0.0)
+
+
+def _fit(photo: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize the shorter side to the model's input and centre-crop: ``[3, H, W]`` at the input size."""
+    h, w = photo.shape[-2:]
+    scale = max(size[0] / h, size[1] / w)
+    resized = torch.nn.functional.interpolate(photo[None], size=(max(size[0], round(h * scale)), max(size[1], round(w * scale))),
+                                              mode="bilinear", align_corners=False, antialias=True)[0]
+    top, left = (resized.shape[1] - size[0]) // 2, (resized.shape[2] - size[1]) // 2
+    return resized[:, top:top + size[0], left:left + size[1]].clamp(0, 1)
+
+
+def _photo_name(path: Path, base: Path) -> str:
+    """A photo's path as the spec wrote it (relative to the spec's folder when inside it)."""
+    try:
+        return path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _attribute(plan_: Plan, bar) -> list[str]:
+    """Heat maps (Grad-CAM by default) of each unit on every photo, as overlays, with a marker JSON last."""
+    spec, out = plan_.spec, plan_.out_dir
+    options = spec.attribution
+    if not plan_.attribution_todo:
+        return []
+    from studio.attribution import SIGNED_METHODS, explain, overlay
+
+    done = []
+    for unit in plan_.attribution_todo:
+        entry = spec.models[unit.model]
+        model = entry.model
+        photos = torch.stack([_fit(photo, model.spec.size) for photo in options.images]).to(model.device)
+        start = time.perf_counter()
+        # explain() is attribute() with details: the Grad-CAM layer used and the unit's score on each photo.
+        result = explain(model, photos, unit.target, options.method, options.layer)
+        scores = result.scores.tolist() if result.scores is not None else [None] * len(photos)
+        files, records = {}, []
+        for index, (path, sha, photo, heat, score) in enumerate(
+                zip(options.photos, options.sha256, photos, result.maps, scores)):
+            relative = overlay_path(unit, options.method, index, path)
+            write_image(out / relative, overlay(photo, heat, signed=options.method in SIGNED_METHODS))
+            name = _photo_name(path, spec.base_dir)
+            files[name] = relative
+            records.append({"photo": name, "sha256": sha, "overlay": relative,
+                            "score": score})
+        write_json(out / attribution_marker(unit), {
+            "format": FORMAT, "key": _attribution_key(spec, unit), "model": entry.identity(), "target": unit.text,
+            "method": options.method, "layer": result.layer, "files": files, "photos": records,
+            "seconds": time.perf_counter() - start, "finished": now(), "device": describe_device(model.device)})
+        done.append(unit.path)
+        bar.update(1)
+        bar.refresh()
+    return done
+
+
+def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = None, *,
+        models: Mapping[str, StudioModel | str] | None = None, device: torch.device | str | None = None,
+        progress: bool = True) -> GalleryReport:
+    """Render every item of ``spec`` (a TOML path, a parsed mapping or a ``GallerySpec``) into ``out_dir``.
+
+    Validates the whole spec first, skips items already complete with the same settings, renders the rest
+    in batches, then writes attribution overlays, contact sheets, ``manifest.json`` and ``index.html``.
+    ``models`` maps model specs to already loaded models (used as they are); ``device`` applies to the others.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    work = plan(spec, out_dir, models=models, device=device)
+    spec, out = work.spec, work.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = lock(out)
+    except BlockingIOError:
+        raise StudioError(f"Another studio gallery run is writing to {str(out)!r}; wait for it to finish.") from None
+    try:
+        remove_stale_temporaries(out)
+        skipped = list(work.done)
+        total = len(spec.items) + sum(not u.whole_layer for u in spec.units) * bool(spec.attribution.photos)
+        initial = total - len(work.pending) - len(work.attribution_todo)
+        with tqdm(total=total, initial=initial, unit="image", desc="gallery", disable=not progress,
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]") as bar:
+            renderer = _Renderer(work, bar)
+            renderer.run()
+            attributed = _attribute(work, bar)
+        attributions = {unit.path: read_json(out / attribution_marker(unit)) for unit in spec.units
+                        if spec.attribution.photos and not unit.whole_layer}
+        sheets = write_sheets(out, spec)
+        write_manifest(out, spec, work.done, attributions, sheets)
+        write_index(out, spec, work.done, attributions, sheets)
+    finally:
+        if handle is not None:
+            handle.close()
+    halvings = [h for batcher in renderer.batchers.values() for h in batcher.halvings]
+    return GalleryReport(out, renderer.rendered, skipped, attributed, renderer.seconds, time.perf_counter() - start,
+                         [out / s for s in sheets], halvings)
+
+
+def sidecars(out_dir: str | Path, spec: GallerySpec) -> dict[str, dict | None]:
+    """Every item's sidecar in ``out_dir`` (``None`` where missing), keyed by item id."""
+    return {item.id: read_json(Path(out_dir) / sidecar_path(item)) for item in spec.items}
