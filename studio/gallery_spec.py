@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from studio.engine import PRECISIONS
 from studio.errors import StudioError
 from studio.io import read_image
 from studio.models import StudioModel, load_model
@@ -36,7 +37,7 @@ TRANSFORM_PRESETS = ("standard", "none")
 ANIMATIONS = ("none", "gif", "mp4")
 #: Render settings with their defaults; each may be set in [settings], in a model, or in a target table.
 RENDER_DEFAULTS = {"param": "fourier", "steps": 512, "size": 128, "lr": 0.05, "transforms": "standard",
-                   "decorrelate": True, "decay_power": 1.0}
+                   "decorrelate": True, "decay_power": 1.0, "precision": "float32"}
 SETTINGS_KEYS = (*RENDER_DEFAULTS, "seeds", "batch")
 TOP_KEYS = ("title", "description", "settings", "output", "attribution", "models")
 MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "targets", *SETTINGS_KEYS)
@@ -56,6 +57,7 @@ class RenderSettings:
     transforms: str = "standard"
     decorrelate: bool = True
     decay_power: float = 1.0
+    precision: str = "float32"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -280,7 +282,8 @@ def _settings(checker: _Checker, table: Mapping, inherited: dict, where: str, sp
     merged = dict(inherited)
     checks = {"param": (str, None, PARAM_KINDS), "steps": (int, 1, None), "size": (int, 8, None),
               "lr": (float, None, None), "transforms": (str, None, TRANSFORM_PRESETS),
-              "decorrelate": (bool, None, None), "decay_power": (float, 0.0, None)}
+              "decorrelate": (bool, None, None), "decay_power": (float, 0.0, None),
+              "precision": (str, None, PRECISIONS)}
     for key, (kind, minimum, choices) in checks.items():
         if key in table:
             merged[key] = _typed(checker, table[key], kind, where, key, span, minimum=minimum, choices=choices)
