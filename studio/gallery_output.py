@@ -299,9 +299,9 @@ def write_index(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attribu
         if attribution:
             method = e(attribution["method"])
             heat = "<div class='heat'>" + "".join(
-                f"<a href='{_url(path)}'><img src='{_url(path)}' alt='{method}' title='{method} on {e(photo)}'></a>"
+                f"<a href='{_url(path)}'><img loading='lazy' src='{_url(path)}' alt='{method}' title='{method} on {e(photo)}'></a>"
                 for photo, path in attribution["files"].items()) + "</div>"
-        parts.append(f"<figure data-id='{e(item.id)}'><img class='unit' src='{_url(files['image'])}' alt='{e(unit.text)}'>"
+        parts.append(f"<figure data-id='{e(item.id)}'><img class='unit' loading='lazy' src='{_url(files['image'])}' alt='{e(unit.text)}'>"
                      f"<figcaption><code>{e(unit.text)}</code> seed {item.seed}{label}<br>"
                      f"<span class='act'>activation {sidecar['clean_activation']:.4g}</span> · {' · '.join(links)}"
                      f"</figcaption>{heat}</figure>")
