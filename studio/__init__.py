@@ -6,6 +6,7 @@
 """
 
 from studio import objectives, param
+from studio.attribution import attribute
 from studio.engine import RenderResult, Snapshot, optimize, render
 from studio.errors import StudioError
 from studio.io import read_image, write_image
@@ -15,6 +16,6 @@ from studio.transforms import TransformSettings
 
 __all__ = [
     "DEFAULT_MODEL", "InputSpec", "RenderResult", "Snapshot", "StudioError", "StudioModel", "Target",
-    "TransformSettings", "capture", "load_model", "objectives", "optimize", "param", "parse_target",
+    "TransformSettings", "attribute", "capture", "load_model", "objectives", "optimize", "param", "parse_target",
     "read_image", "render", "write_image",
 ]

@@ -48,11 +48,14 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True,
+            clone: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Hook ``layers`` of ``module`` for the duration of the block; the dict fills in as the forward runs.
 
     Run the forward through :func:`forward_to` (or catch ``_StopForward`` yourself when ``stop_early``).
-    Hooks are removed on every exit path, exceptions and KeyboardInterrupt included.
+    Hooks are removed on every exit path, exceptions and KeyboardInterrupt included. With ``clone``, the
+    rest of the forward gets a clone of each captured output, so a later in-place op (``ReLU(inplace=True)``,
+    ``out += identity``) cannot overwrite the captured tensor or re-route its gradient.
     """
     wanted = list(dict.fromkeys(layers))
     modules = dict(module.named_modules())
@@ -66,6 +69,7 @@ def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True) -
             captured[name] = output if isinstance(output, torch.Tensor) else _first_tensor(output)
             if stop_early and len(captured) == len(wanted) and name != OUTPUT:
                 raise _StopForward
+            return output.clone() if clone and isinstance(output, torch.Tensor) else None
         return hook
 
     try:
@@ -77,11 +81,13 @@ def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True) -
             handle.remove()
 
 
-def forward_to(module: nn.Module, inputs: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Run ``module`` on ``inputs`` only as far as needed and return the outputs of ``layers``."""
+def forward_to(module: nn.Module, inputs: torch.Tensor, layers: Iterable[str],
+               clone: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``module`` on ``inputs`` only as far as needed and return the outputs of ``layers``
+    (``clone``: protect them from later in-place ops, see :func:`capture`)."""
     layers = list(layers)
     hooked = [name for name in layers if name != OUTPUT]
-    with capture(module, hooked, stop_early=OUTPUT not in layers) as captured:
+    with capture(module, hooked, stop_early=OUTPUT not in layers, clone=clone) as captured:
         try:
             output = module(inputs)
             if OUTPUT in layers:
