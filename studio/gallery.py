@@ -12,16 +12,15 @@ batch and retries. Files are written by ``studio.gallery_output``, each atomical
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
-from studio.engine import optimize, render
+from studio.batching import Batcher, auto_batch_size
+from studio.engine import optimize
 from studio.errors import StudioError
 from studio.gallery_output import (
     FORMAT, INDEX, MANIFEST, attribution_marker, complete, describe_device, library_versions, lock, now, overlay_path,
@@ -33,15 +32,7 @@ from studio.io import to_uint8, write_image
 from studio.models import StudioModel
 from studio.transforms import TransformSettings
 
-__all__ = ["Batcher", "GalleryReport", "Plan", "auto_batch_size", "batch_for_memory", "load_spec", "plan", "run"]
-
-#: Default batch on the CPU, where a bigger batch only costs memory (the time per image stays the same).
-CPU_BATCH = 8
-#: Largest automatic GPU batch, and the share of GPU memory the automatic size aims to fill.
-MAX_AUTO_BATCH = 256
-MEMORY_FRACTION = 0.8
-
-R = TypeVar("R")
+__all__ = ["GalleryReport", "Plan", "load_spec", "plan", "run"]
 
 
 @dataclass
@@ -82,70 +73,6 @@ class GalleryReport:
     @property
     def seconds_per_image(self) -> float:
         return self.render_seconds / len(self.rendered) if self.rendered else 0.0
-
-
-class Batcher:
-    """Render lists of items in batches of at most ``size``. A CUDA out-of-memory error halves the batch
-    that failed and retries it (down to one item); the smaller size is kept for later calls."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self.halvings: list[tuple[int, int]] = []
-
-    def run(self, items: Sequence, render_batch: Callable[[list], R]) -> Iterator[tuple[list, R]]:
-        remaining = list(items)
-        while remaining:
-            part = remaining[:self.size]
-            try:
-                result = render_batch(part)
-            except torch.cuda.OutOfMemoryError:
-                if len(part) == 1:
-                    raise StudioError("Out of GPU memory with a batch of one image; lower size in the spec or "
-                                      "free the GPU.") from None
-                failed = True
-            else:
-                failed = False
-            if failed:  # outside the except block, so the failed attempt's tensors can be freed
-                _release_memory()
-                self.size = (len(part) + 1) // 2
-                self.halvings.append((len(part), self.size))
-                continue
-            del remaining[:len(part)]
-            yield part, result
-
-
-def _release_memory() -> None:
-    if torch.cuda.is_available():
-        gc.collect()
-        torch.cuda.empty_cache()
-
-
-def batch_for_memory(total: int, used: int, per_image: float, fraction: float = MEMORY_FRACTION,
-                     cap: int = MAX_AUTO_BATCH) -> int:
-    """The largest power of two of images of ``per_image`` bytes that fits ``fraction`` of ``total`` beside ``used``."""
-    count = int((total * fraction - used) // max(per_image, 1.0))
-    return 1 if count < 1 else min(cap, 1 << (count.bit_length() - 1))
-
-
-def auto_batch_size(model: StudioModel, items: Sequence[Item], settings: RenderSettings) -> int:
-    """A batch size from a one-step probe of the deepest target (GPU), or ``CPU_BATCH`` on the CPU.
-
-    The probe measures peak memory per image, so the size depends only on the model, settings and the
-    device's total memory: the same spec on the same GPU batches (and so renders) the same way.
-    """
-    device = model.device
-    if device.type != "cuda":
-        return CPU_BATCH
-    order = {name: index for index, name in enumerate(model.layer_shapes)}
-    deepest = max(items, key=lambda item: order.get(item.unit.target.layer, -1)).unit.target
-    _release_memory()
-    torch.cuda.reset_peak_memory_stats(device)
-    used = torch.cuda.memory_allocated(device)
-    probe = 2 if deepest.channel is not None else 1
-    render(model, [deepest] * probe, steps=1, seed=0, **settings.engine_kwargs())
-    per_image = (torch.cuda.max_memory_allocated(device) - used) / probe
-    _release_memory()
-    return batch_for_memory(torch.cuda.get_device_properties(device).total_memory, used, per_image)
 
 
 def _out_dir(spec: GallerySpec, out_dir: str | Path | None) -> Path:
@@ -234,7 +161,8 @@ class _Renderer:
         """:func:`auto_batch_size`, probed once per model, settings and set of layers (not once per seed)."""
         key = (entry.name, settings, frozenset(item.unit.target.layer for item in items))
         if key not in self.auto_sizes:
-            self.auto_sizes[key] = auto_batch_size(entry.model, items, settings)
+            self.auto_sizes[key] = auto_batch_size(entry.model, [item.unit.target for item in items],
+                                                   **settings.engine_kwargs())
         return self.auto_sizes[key]
 
     def render_batch(self, entry: ModelEntry, part: list[Item], settings: RenderSettings, seed: int):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from studio import cli, gallery
+from studio import batching, cli, gallery
 from studio.errors import StudioError
 from studio.gallery_output import LOCK, lock
 from studio.gallery_spec import load_spec, weights_sha256
@@ -269,7 +269,7 @@ def test_batcher_halves_on_out_of_memory_and_keeps_the_smaller_size():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return [x * 10 for x in part]
 
-    batcher = gallery.Batcher(8)
+    batcher = batching.Batcher(8)
     results = list(batcher.run(list(range(11)), render))
     assert [x for part, _ in results for x in part] == list(range(11))  # every item once, in order
     assert all(result == [x * 10 for x in part] for part, result in results)
@@ -279,7 +279,7 @@ def test_batcher_halves_on_out_of_memory_and_keeps_the_smaller_size():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
 
     with pytest.raises(StudioError, match="Out of GPU memory with a batch of one image"):
-        list(gallery.Batcher(2).run([1, 2], never))
+        list(batching.Batcher(2).run([1, 2], never))
 
 
 def test_gallery_run_recovers_from_out_of_memory_mid_batch(tmp_path, lite0, monkeypatch):
@@ -302,9 +302,9 @@ def test_gallery_run_recovers_from_out_of_memory_mid_batch(tmp_path, lite0, monk
 
 def test_batch_for_memory():
     gib = 1 << 30
-    assert gallery.batch_for_memory(80 * gib, 2 * gib, 0.25 * gib) == 128  # 62 GiB free for 0.25 GiB images
-    assert gallery.batch_for_memory(8 * gib, 1 * gib, 3 * gib) == 1
-    assert gallery.batch_for_memory(80 * gib, 0, 1e6) == gallery.MAX_AUTO_BATCH
+    assert batching.batch_for_memory(80 * gib, 2 * gib, 0.25 * gib) == 128  # 62 GiB free for 0.25 GiB images
+    assert batching.batch_for_memory(8 * gib, 1 * gib, 3 * gib) == 1
+    assert batching.batch_for_memory(80 * gib, 0, 1e6) == batching.MAX_AUTO_BATCH
 
 
 def test_two_models_with_random_weights_resume(tmp_path, lite0):
