@@ -102,7 +102,9 @@ def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, 
         inputs = random_affine(images, model.spec.size, transform, generator)
     autocast = nullcontext() if precision == "float32" else torch.autocast(images.device.type, dtype=torch.bfloat16)
     with autocast:
-        captured = forward_to(model.module, model.spec.normalise(inputs), set(layer_map.values()))
+        modules = set(layer_map.values())
+        # With several layers, a later in-place op (ReLU(inplace=True), `out += x`) must not touch an earlier capture.
+        captured = forward_to(model.module, model.spec.normalise(inputs), modules, clone=len(modules) > 1)
     acts = {name: captured[module_path] for name, module_path in layer_map.items()}
     acts[IMAGE] = images
     return acts

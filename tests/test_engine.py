@@ -146,3 +146,16 @@ def test_bfloat16_forward_keeps_the_result_close(lite0):
     assert relative < 0.1, relative
     with pytest.raises(studio.StudioError, match="float32, bfloat16"):
         studio.render(lite0, targets, steps=1, precision="half")
+
+
+def test_in_place_ops_after_a_captured_layer_do_not_corrupt_it():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True), torch.nn.Conv2d(4, 2, 3))
+    model = studio.StudioModel(net, studio.InputSpec((20, 20), (0.5,) * 3, (0.5,) * 3), "tiny")
+    objective = obj.channel("0", 1) + obj.channel("2", 0)
+    result = studio.render(model, objective, steps=2, size=20, transforms="none")
+    with torch.no_grad():
+        pre_relu = net[0](model.spec.normalise(result.images))
+        expected = pre_relu[:, 1].mean((1, 2)) + net[2](torch.relu(pre_relu))[:, 0].mean((1, 2))
+    assert (pre_relu[:, 1] < 0).any()  # the in-place ReLU would have changed this channel
+    torch.testing.assert_close(result.clean_activations, expected)
