@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from studio.commands.common import add_model_arguments, model_from_args
-from studio.engine import render
+from studio.engine import PRECISIONS, render
 from studio.io import image_grid, write_image
 from studio.param import PARAM_KINDS
 
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transforms", choices=["standard", "none"], default="standard")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="bfloat16: faster model forward on GPUs")
     parser.add_argument("--out", default="renders", help="output folder (or a .png path with --sheet)")
     parser.add_argument("--sheet", action="store_true", help="write one sheet with all targets instead of one PNG each")
     parser.set_defaults(run=run)
@@ -34,7 +35,7 @@ def file_stem(target: str) -> str:
 def run(args) -> int:
     model = model_from_args(args)
     result = render(model, args.targets, steps=args.steps, size=args.size, param=args.param, lr=args.lr,
-                    seed=args.seed, transforms=args.transforms, progress=True)
+                    seed=args.seed, transforms=args.transforms, precision=args.precision, progress=True)
     out = Path(args.out)
     if args.sheet:
         sheet_path = out if out.suffix == ".png" else out / "sheet.png"
