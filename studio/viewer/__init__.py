@@ -1,0 +1,17 @@
+"""The napari studio (needs the ``viewer`` extra: ``pip install 'feature-studio[viewer]'``).
+
+Importing this package imports neither napari nor Qt; ``StudioWidget`` is loaded on first use.
+``napari.yaml`` beside this file is the npe2 manifest (Plugins → Feature Studio).
+"""
+
+from __future__ import annotations
+
+__all__ = ["StudioWidget"]
+
+
+def __getattr__(name: str):
+    if name == "StudioWidget":
+        from studio.viewer.widget import StudioWidget
+
+        return StudioWidget
+    raise AttributeError(f"module 'studio.viewer' has no attribute {name!r}")
