@@ -134,7 +134,9 @@ def test_sigkill_then_rerun_completes_each_unit_once_without_recomputing(dozen, 
     spec = write_spec(tmp_path, spec_text)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "studio", "gallery", str(spec), "--out", str(out), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The same thread count as this process: CPU reductions differ bitwise between thread counts, and the
+    # resumed images are compared with the in-process fresh run below.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 150
     while len(list(out.rglob("*_s*.json"))) < 3 and process.poll() is None and time.time() < deadline:
