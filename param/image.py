@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -31,30 +33,50 @@ class ImageParam(nn.Module):
         self.latent.set_from(self.colour.inverse(images.float()))
 
 
+def seeds_for(seed: int | Sequence[int] | None, batch: int) -> list[int] | None:
+    """Per-image seeds: a list is used as given, an int ``s`` gives ``s, s+1, ..., s+batch-1``."""
+    if seed is None or isinstance(seed, int):
+        return None if seed is None else [seed + i for i in range(batch)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"Got {len(seeds)} seeds for a batch of {batch} images; give one seed per image.")
+    return seeds
+
+
+def _seeded(make: Callable[[int, torch.Generator | None], nn.Module], seeds: list[int] | None, batch: int) -> nn.Module:
+    """A latent for the batch whose initial values for image ``i`` come from ``seeds[i]`` alone, so an image
+    does not depend on what else is in its batch."""
+    latent = make(batch, None)
+    if seeds is None:
+        return latent
+    singles = [dict(make(1, torch.Generator().manual_seed(s)).named_parameters()) for s in seeds]
+    with torch.no_grad():
+        for name, value in latent.named_parameters():
+            value.copy_(torch.cat([single[name] for single in singles]))
+    return latent
+
+
 def image(size: int | tuple[int, int], batch: int = 1, kind: str = "fourier", decorrelate: bool = True,
-          decay_power: float = 1.0, sd: float = 0.01, seed: int | None = 0,
+          decay_power: float = 1.0, sd: float = 0.01, seed: int | Sequence[int] | None = 0,
           init: torch.Tensor | None = None, device: torch.device | str | None = None,
           magnitude: torch.Tensor | None = None) -> ImageParam:
     """Build an image parameterisation.
 
     ``kind`` is ``"fourier"`` (1/f-scaled spectrum, the default), ``"pixel"``, ``"maco"`` (fixed magnitude,
-    optimised phase; ``magnitude`` overrides the 1/f default) or ``"cppn"``. ``init`` (images in ``[0, 1]``,
-    broadcast over the batch) starts from a photo instead of noise, e.g. for accentuation.
+    optimised phase; ``magnitude`` overrides the 1/f default) or ``"cppn"``. ``seed`` is one seed per image
+    or an int ``s`` (image ``i`` gets ``s + i``); ``None`` draws from torch's global generator. ``init``
+    (images in ``[0, 1]``, broadcast over the batch) starts from a photo instead of noise, e.g. for accentuation.
     """
     height, width = (size, size) if isinstance(size, int) else size
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    if kind == "fourier":
-        latent: nn.Module = FourierLatent(batch, 3, height, width, sd=sd, decay_power=decay_power,
-                                          generator=generator)
-    elif kind == "pixel":
-        latent = PixelLatent(batch, 3, height, width, sd=sd, generator=generator)
-    elif kind == "maco":
-        latent = MacoLatent(batch, 3, height, width, magnitude=magnitude, generator=generator)
-    elif kind == "cppn":
-        latent = CppnLatent(batch, 3, height, width, generator=generator)
-    else:
+    makers = {
+        "fourier": lambda n, g: FourierLatent(n, 3, height, width, sd=sd, decay_power=decay_power, generator=g),
+        "pixel": lambda n, g: PixelLatent(n, 3, height, width, sd=sd, generator=g),
+        "maco": lambda n, g: MacoLatent(n, 3, height, width, magnitude=magnitude, generator=g),
+        "cppn": lambda n, g: CppnLatent(n, 3, height, width, generator=g),
+    }
+    if kind not in makers:
         raise ValueError(f"Unknown parameterisation {kind!r}: choose one of {', '.join(PARAM_KINDS)}.")
-    param = ImageParam(latent, ColourSpace(decorrelate))
+    param = ImageParam(_seeded(makers[kind], seeds_for(seed, batch), batch), ColourSpace(decorrelate))
     if init is not None:
         init = init[None] if init.dim() == 3 else init
         init = torch.nn.functional.interpolate(init.float(), size=(height, width), mode="bilinear",

@@ -3,10 +3,12 @@
     import studio
     model = studio.load_model()                       # EfficientNet-Lite0, ImageNet weights
     result = studio.render(model, ["blocks.4:12", "blocks.4:40"], steps=256)
+    heat = studio.attribute(model, studio.read_image("cat.jpg"), "blocks.4:12", method="gradcam")
+    studio.gallery.run("gallery/example.toml", "out/example")
 """
 
-from studio import objectives, param
-from studio.attribution import attribute
+from studio import gallery, objectives, param
+from studio.attribution import attribute, explain
 from studio.engine import RenderResult, Snapshot, optimize, render
 from studio.errors import StudioError
 from studio.io import read_image, write_image
@@ -16,6 +18,7 @@ from studio.transforms import TransformSettings
 
 __all__ = [
     "DEFAULT_MODEL", "InputSpec", "RenderResult", "Snapshot", "StudioError", "StudioModel", "Target",
-    "TransformSettings", "attribute", "capture", "load_model", "objectives", "optimize", "param", "parse_target",
+    "TransformSettings", "attribute", "capture", "explain", "gallery", "load_model", "objectives", "optimize", "param",
+    "parse_target",
     "read_image", "render", "write_image",
 ]

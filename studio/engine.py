@@ -19,8 +19,9 @@ from studio.errors import StudioError
 from studio.models import StudioModel, load_model, resize_to_input
 from studio.objectives import IMAGE, Objective, units
 from studio.param import ImageParam, image
+from studio.param.image import seeds_for
 from studio.targets import Target, forward_to, frozen, parse_target, resolve_layer
-from studio.transforms import TransformSettings, random_affine
+from studio.transforms import TransformSettings, counter_uniform, random_affine
 
 TargetSpec = str | Target
 PRECISIONS = ("float32", "bfloat16")
@@ -90,7 +91,7 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
 
 
 def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, str],
-                 transform: TransformSettings | None, generator: torch.Generator | None,
+                 transform: TransformSettings | None, draws: torch.Tensor | None,
                  precision: str = "float32") -> dict[str, torch.Tensor]:
     """Captured activations keyed by the objective's layer names, plus the images themselves.
 
@@ -99,7 +100,7 @@ def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, 
     if transform is None:
         inputs = resize_to_input(images, model.spec)
     else:
-        inputs = random_affine(images, model.spec.size, transform, generator)
+        inputs = random_affine(images, model.spec.size, transform, draws)
     autocast = nullcontext() if precision == "float32" else torch.autocast(images.device.type, dtype=torch.bfloat16)
     with autocast:
         modules = set(layer_map.values())
@@ -112,13 +113,15 @@ def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, 
 
 def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec], *,
              steps: int = 512, size: int = 128, param: str | ImageParam = "fourier", lr: float = 0.05,
-             seed: int = 0, transforms: str | TransformSettings = "standard", snapshot_every: int | None = None,
+             seed: int | Sequence[int] = 0, transforms: str | TransformSettings = "standard", snapshot_every: int | None = None,
              batch: int | None = None, decorrelate: bool = True, decay_power: float = 1.0,
              init: torch.Tensor | None = None, precision: str = "float32") -> Iterator[Snapshot]:
     """Optimise images to maximise ``objective``; yield a ``Snapshot`` every ``snapshot_every`` steps.
 
     ``objective`` is a target string (``blocks.4:12``), a list of them (one image per target, one batch),
     or an ``Objective`` (then ``batch`` images, default 1). Validation happens before the first step.
+    ``seed`` is one seed per image, or an int ``s`` (image ``i`` gets ``s + i``): an image's start and its
+    random transforms depend only on its own seed, not on its batch mates.
     ``precision="bfloat16"`` runs the model's forward under bf16 autocast (a GPU speed option).
     """
     model = load_model(model) if isinstance(model, str) else model
@@ -130,15 +133,19 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     layer_map = {name: resolve_layer(model, name) for name in objective.layers if name != IMAGE}
     batch = len(targets) if targets is not None else (batch or 1)
     device = model.device
+    try:
+        seeds = seeds_for(seed, batch)
+    except ValueError as error:
+        raise StudioError(str(error)) from None
     if isinstance(param, str):
-        param = image(size, batch, kind=param, decorrelate=decorrelate, decay_power=decay_power, seed=seed,
+        param = image(size, batch, kind=param, decorrelate=decorrelate, decay_power=decay_power, seed=seeds,
                       init=init, device=device)
     transform = TransformSettings.preset(transforms) if isinstance(transforms, str) else transforms
-    generator = torch.Generator(device=device).manual_seed(seed)
+    seed_tensor = torch.tensor(seeds, dtype=torch.int64, device=device)
     every = snapshot_every or max(1, steps // 32)
     settings = {"model": model.name, "objective": objective.name, "targets": [str(t) for t in targets or []],
                 "steps": steps, "size": size, "param": param.latent.__class__.__name__,
-                "decorrelate": decorrelate, "decay_power": decay_power, "lr": lr, "seed": seed,
+                "decorrelate": decorrelate, "decay_power": decay_power, "lr": lr, "seeds": seeds,
                 "transforms": transform.as_dict(), "batch": batch, "device": str(device), "precision": precision}
     optimizer = torch.optim.Adam(param.parameters(), lr=lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)
@@ -146,7 +153,8 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     with frozen(model.module), torch.enable_grad():
         for step in range(1, steps + 1):
             images = param()
-            total, terms = objective.evaluate(_activations(model, images, layer_map, transform, generator, precision))
+            draws = counter_uniform(seed_tensor, step, 4)
+            total, terms = objective.evaluate(_activations(model, images, layer_map, transform, draws, precision))
             optimizer.zero_grad(set_to_none=True)
             (-total.sum()).backward()
             optimizer.step()

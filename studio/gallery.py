@@ -174,7 +174,8 @@ class _Renderer:
         weight = sum(item.id not in self.plan.done for item in part)
         self.bar.set_postfix_str(f"{entry.name} batch of {len(part)}", refresh=False)
         try:
-            for snapshot in optimize(entry.model, [item.unit.target for item in part], seed=seed,
+            # Every image gets the unit's seed itself, so an image depends on its unit and seed, not its batch.
+            for snapshot in optimize(entry.model, [item.unit.target for item in part], seed=[seed] * len(part),
                                      snapshot_every=every, **settings.engine_kwargs()):
                 self.progress(weight * snapshot.step / settings.steps)
                 if frames is not None:

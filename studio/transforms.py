@@ -38,15 +38,47 @@ class TransformSettings:
         return asdict(self)
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' low-bias xorshift-multiply) on int64 tensors holding values below 2**32.
+
+    The multipliers are below 2**31, so no product overflows int64 and CPU and CUDA agree bit for bit; the
+    golden-ratio offset keeps 0 from being a fixed point.
+    """
+    x = (x + 0x9E3779B9) & _MASK32
+    x = ((x ^ (x >> 16)) * 0x21F0AAAD) & _MASK32
+    x = ((x ^ (x >> 15)) * 0x735A2D97) & _MASK32
+    return x ^ (x >> 15)
+
+
+def counter_uniform(seeds: torch.Tensor, step: int, count: int) -> torch.Tensor:
+    """``[B, count]`` uniform numbers in ``[0, 1)`` that depend only on each image's seed and the step.
+
+    A counter-based generator: image ``i`` gets the same draws whatever else is in its batch, and all
+    draws for a step are made on the seeds' device in one vectorised call.
+    """
+    folded = (seeds ^ (seeds >> 32)) & _MASK32
+    counters = torch.arange(count, device=seeds.device) + step * count
+    x = _mix32(_mix32(folded)[:, None] ^ (counters[None, :] & _MASK32))
+    return x.to(torch.float64).div(2.0 ** 32).to(torch.float32)
+
+
 def random_affine(images: torch.Tensor, out_size: tuple[int, int], settings: TransformSettings,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pad, jitter, scale, rotate and jitter each image independently, then resize to ``out_size``."""
+                  draws: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad, jitter, scale, rotate and jitter each image independently, then resize to ``out_size``.
+
+    ``draws`` (``[B, 4]`` uniform in ``[0, 1)``: two shifts, scale, angle) come from :func:`counter_uniform`
+    in the engine; by default they are drawn from torch's global generator.
+    """
     b, _, h, w = images.shape
     device = images.device
     if settings.pad:
         images = F.pad(images, (settings.pad,) * 4, value=settings.pad_value)
     ph, pw = images.shape[-2:]
-    draws = torch.rand(b, 4, device=device, generator=generator)
+    if draws is None:
+        draws = torch.rand(b, 4, device=device)
     # Each jitter of d pixels is a random crop offset in [0, d); centred, the offsets add up.
     shift_range = torch.tensor(float(sum(d - 1 for d in settings.jitter)), device=device)
     shift = (draws[:, :2] - 0.5) * shift_range

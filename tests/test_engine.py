@@ -63,6 +63,16 @@ def test_same_seed_same_image_other_seed_other_image(lite0):
     assert not torch.equal(run(3), run(4))
 
 
+def test_an_image_depends_on_its_seed_not_its_batch_mates(lite0):
+    together = studio.render(lite0, ["blocks.2:3", "blocks.2:5", "blocks.2:9"], steps=6, size=32, seed=[4, 9, 1])
+    alone = studio.render(lite0, ["blocks.2:5"], steps=6, size=32, seed=[9])
+    torch.testing.assert_close(alone.images[0], together.images[1], atol=1e-4, rtol=0)
+    assert together.settings["seeds"] == [4, 9, 1]
+    assert studio.render(lite0, ["blocks.2:3", "blocks.2:5"], steps=1, size=32, seed=7).settings["seeds"] == [7, 8]
+    with pytest.raises(studio.StudioError, match="one seed per image"):
+        studio.render(lite0, ["blocks.2:3", "blocks.2:5"], steps=1, seed=[1])
+
+
 def test_objective_algebra_and_snapshots_stream(lite0):
     objective = obj.channel("blocks.3", 4) - 0.05 * obj.total_variation() + 0.1 * obj.diversity("blocks.3")
     snapshots = list(studio.optimize(lite0, objective, batch=2, steps=6, size=32, snapshot_every=2))

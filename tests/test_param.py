@@ -60,6 +60,7 @@ def test_image_param_shapes_range_seed_and_init(kind):
     assert a.shape == (3, 3, 40, 40) and a.min() >= 0 and a.max() <= 1
     torch.testing.assert_close(a, param.image(40, batch=3, kind=kind, seed=5)())
     assert not torch.equal(a, param.image(40, batch=3, kind=kind, seed=6)())
+    torch.testing.assert_close(param.image(40, batch=1, kind=kind, seed=[6])()[0], a[1])  # image 1 has seed 6
     photo = torch.rand(3, 40, 40) * 0.9 + 0.05
     started = param.image(40, batch=2, kind=kind, init=photo)()
     torch.testing.assert_close(started, photo.expand(2, -1, -1, -1), atol=1e-4, rtol=1e-4)
