@@ -416,6 +416,11 @@ def _cam_layers(model: StudioModel, layer: str | None, targets: Sequence[Target]
     if len(shape) != 3:
         raise StudioError(f"Layer {layer!r} has output shape {list(shape)}, not a [channels, height, width] map; "
                           f"pick a convolutional layer such as {default_cam_layer(model)!r}.")
+    order = {module: index for index, module in enumerate(model.layer_shapes)}
+    early = sorted({t.text or t.layer for t in targets if order[t.layer] < order[name]})
+    if early:
+        raise StudioError(f"Target {', '.join(early)} is computed before Grad-CAM layer {layer!r} and cannot depend "
+                          "on it; pick a layer that runs before the target, or leave --layer out.")
     return [name] * len(targets)
 
 

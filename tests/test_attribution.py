@@ -360,3 +360,12 @@ def test_cli_writes_npy_maps_and_png_overlays(photos, tmp_path, capsys):
 
     assert main(["attribute", "efficientnet_lite0", str(tmp_path / "nope.png"), "--device", "cpu"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_gradcam_layer_after_a_unit_target_is_an_error_even_in_a_mixed_batch(lite0, photos):
+    from studio.models import resize_to_input
+
+    batch = torch.cat([resize_to_input(photos[name][None], lite0.spec) for name in ("chelsea", "coffee")])
+    with pytest.raises(StudioError, match="blocks.2:1 is computed before Grad-CAM layer 'blocks.5'"):
+        studio.attribute(lite0, batch, ["blocks.2:1", "logits:285"], method="gradcam", layer="blocks.5")
+    assert hook_count(lite0.module) == 0

