@@ -118,7 +118,7 @@ def _settle(seconds: float = 0.3) -> None:
 
 
 def _close_notifications(viewer) -> None:
-    """Close napari's notification toasts (e.g. its PyQt5 deprecation notice) so they do not cover the canvas."""
+    """Close napari's notification toasts (start-up notices, say) so they do not cover the canvas."""
     for child in viewer.window._qt_window.findChildren(QWidget):
         if type(child).__name__ == "NapariQtNotification":
             child.close()
