@@ -150,8 +150,10 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     optimizer = torch.optim.Adam(param.parameters(), lr=lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)
     start = time.perf_counter()
-    with frozen(model.module), torch.enable_grad():
-        for step in range(1, steps + 1):
+    for step in range(1, steps + 1):
+        # Entered per step, so a suspended generator leaves the caller's grad mode and the model's flags alone
+        # (grad mode is thread-local: a napari worker thread needs it enabled here).
+        with frozen(model.module), torch.enable_grad():
             images = param()
             draws = counter_uniform(seed_tensor, step, 4)
             total, terms = objective.evaluate(_activations(model, images, layer_map, transform, draws, precision))
@@ -159,12 +161,13 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
             (-total.sum()).backward()
             optimizer.step()
             history[step - 1] = total.detach()
-            if step % every == 0 and step < steps:
-                yield Snapshot(step, steps, param().detach().cpu(), total.detach().cpu(),
-                               {k: v.detach().cpu() for k, v in terms.items()})
-        with torch.no_grad():
-            final = param().detach()
-            clean, clean_terms = objective.evaluate(_activations(model, final, layer_map, None, None))
+        if step % every == 0 and step < steps:
+            with torch.no_grad():
+                current = param().cpu()
+            yield Snapshot(step, steps, current, total.detach().cpu(), {k: v.detach().cpu() for k, v in terms.items()})
+    with frozen(model.module), torch.no_grad():
+        final = param().detach()
+        clean, clean_terms = objective.evaluate(_activations(model, final, layer_map, None, None))
     result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, settings,
                           time.perf_counter() - start)
     yield Snapshot(steps, steps, result.images, total.detach().cpu(),

@@ -107,8 +107,11 @@ def test_no_hooks_after_success_failure_or_interrupt(lite0):
     assert hook_count(module) == 0
 
     abandoned = studio.optimize(lite0, "blocks.3:2", steps=50, size=32, snapshot_every=1)
-    next(abandoned)  # a consumer that stops listening mid-run
+    with torch.no_grad():
+        next(abandoned)  # a consumer that stops listening mid-run
+        assert not torch.is_grad_enabled()  # the suspended generator leaks no grad mode into the caller
     assert hook_count(module) == 0
+    assert [p.requires_grad for p in module.parameters()] == flags  # nor frozen flags between steps
     abandoned.close()
     assert [p.requires_grad for p in module.parameters()] == flags and not module.training
 
