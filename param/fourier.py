@@ -20,6 +20,12 @@ def rfft_frequencies(height: int, width: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
+def power_law_scale(height: int, width: int, decay_power: float = 1.0) -> torch.Tensor:
+    """``[H, W//2+1]`` factors ``1 / max(f, 1/max(H, W)) ** decay_power`` for the rfft2 bins."""
+    freqs = rfft_frequencies(height, width)
+    return 1.0 / torch.clamp(freqs, min=1.0 / max(height, width)) ** decay_power
+
+
 class FourierLatent(nn.Module):
     """A ``[B, C, H, W]`` latent stored as a scaled complex spectrum of shape ``[B, C, H, W//2+1]``."""
 
@@ -28,9 +34,7 @@ class FourierLatent(nn.Module):
         super().__init__()
         self.height, self.width = height, width
         self.decay_power = decay_power
-        freqs = rfft_frequencies(height, width)
-        scale = 1.0 / torch.clamp(freqs, min=1.0 / max(height, width)) ** decay_power
-        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("scale", power_law_scale(height, width, decay_power), persistent=False)
         shape = (batch, channels, height, width // 2 + 1, 2)
         self.spectrum = nn.Parameter(torch.randn(shape, generator=generator) * sd)
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from studio.errors import StudioError
+
 from studio.param.colour import ColourSpace
 from studio.param.cppn import CppnLatent
 from studio.param.fourier import FourierLatent
@@ -75,7 +77,7 @@ def image(size: int | tuple[int, int], batch: int = 1, kind: str = "fourier", de
         "cppn": lambda n, g: CppnLatent(n, 3, height, width, generator=g),
     }
     if kind not in makers:
-        raise ValueError(f"Unknown parameterisation {kind!r}: choose one of {', '.join(PARAM_KINDS)}.")
+        raise StudioError(f"Unknown parameterisation {kind!r}: choose one of {', '.join(PARAM_KINDS)}.")
     param = ImageParam(_seeded(makers[kind], seeds_for(seed, batch), batch), ColourSpace(decorrelate))
     if init is not None:
         init = init[None] if init.dim() == 3 else init

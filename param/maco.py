@@ -12,14 +12,12 @@ import math
 import torch
 from torch import nn
 
-from studio.param.fourier import rfft_frequencies
+from studio.param.fourier import power_law_scale
 
 
 def power_law_magnitude(height: int, width: int, decay_power: float = 1.0) -> torch.Tensor:
     """``[3, H, W//2+1]`` magnitude ``1 / max(f, 1/max(H, W)) ** decay_power``, the same for each channel."""
-    freqs = rfft_frequencies(height, width)
-    magnitude = 1.0 / torch.clamp(freqs, min=1.0 / max(height, width)) ** decay_power
-    return magnitude.expand(3, -1, -1).clone()
+    return power_law_scale(height, width, decay_power).expand(3, -1, -1).clone()
 
 
 def natural_magnitude(photos: torch.Tensor, height: int, width: int) -> torch.Tensor:

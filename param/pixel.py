@@ -7,7 +7,7 @@ from torch import nn
 
 
 class PixelLatent(nn.Module):
-    """A plain ``[B, C, H, W]`` latent; ``from_image`` is the identity inverse."""
+    """A plain ``[B, C, H, W]`` latent; ``set_from`` is the identity inverse."""
 
     def __init__(self, batch: int, channels: int, height: int, width: int, sd: float = 0.01,
                  generator: torch.Generator | None = None) -> None:

@@ -127,6 +127,8 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     model = load_model(model) if isinstance(model, str) else model
     if steps < 1:
         raise StudioError(f"steps must be at least 1, not {steps}.")
+    if size < 8:
+        raise StudioError(f"size must be at least 8 pixels, not {size}.")
     if precision not in PRECISIONS:
         raise StudioError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     objective, targets = objective_for(model, objective)

@@ -24,7 +24,7 @@ from studio.engine import optimize
 from studio.errors import StudioError
 from studio.gallery_output import (
     FORMAT, INDEX, MANIFEST, attribution_marker, complete, describe_device, library_versions, lock, now, overlay_path,
-    read_json, remove_stale_temporaries, sidecar_path, write_index, write_item, write_json,
+    read_json, remove_stale_temporaries, write_index, write_item, write_json,
     write_manifest, write_sheets,
 )
 from studio.gallery_spec import GallerySpec, Item, ModelEntry, RenderSettings, Unit, digest, load_spec
@@ -312,7 +312,3 @@ def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = N
     return GalleryReport(out, renderer.rendered, skipped, attributed, renderer.seconds, time.perf_counter() - start,
                          [out / s for s in sheets], halvings)
 
-
-def sidecars(out_dir: str | Path, spec: GallerySpec) -> dict[str, dict | None]:
-    """Every item's sidecar in ``out_dir`` (``None`` where missing), keyed by item id."""
-    return {item.id: read_json(Path(out_dir) / sidecar_path(item)) for item in spec.items}

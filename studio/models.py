@@ -110,7 +110,7 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
 
     ``spec`` is ``efficientnet_lite0`` (default; also ``_lite1``/``_lite2``), ``torchvision:<name>``,
     ``timm:<name>``, ``path/to/file.py:factory``, a saved module or TorchScript file (``.pt``/``.pth``),
-    or an ``nn.Module``. ``pretrained=False`` gives random weights (torchvision/timm only).
+    or an ``nn.Module``. ``pretrained=False`` gives random weights (embedded, torchvision and timm models).
     """
     if isinstance(spec, StudioModel):
         model = spec
@@ -132,7 +132,10 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise StudioError(f"Unknown model {spec!r}: {hint}use one of {', '.join(choices)}.")
     model.module.eval()
-    return model.to(device if device is not None else default_device())
+    try:
+        return model.to(device if device is not None else default_device())
+    except (RuntimeError, AssertionError):
+        raise StudioError(f"Device {device!r} is not available here; use cpu, or cuda[:N] on a machine with CUDA.") from None
 
 
 def _load_embedded(name: str, pretrained: bool) -> StudioModel:

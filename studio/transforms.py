@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
+from studio.errors import StudioError
+
 
 @dataclass(frozen=True)
 class TransformSettings:
-    """Ranges of the random transforms; ``TransformSettings.none()`` only resizes."""
+    """Ranges of the random transforms; ``TransformSettings.preset("none")`` only resizes."""
 
     pad: int = 12
     pad_value: float = 0.5
@@ -31,7 +33,7 @@ class TransformSettings:
         """``standard`` (Lucid's robust set) or ``none``."""
         presets = {"standard": cls(), "none": cls(pad=0, jitter=(), scale=(1.0, 1.0), degrees=0.0)}
         if name not in presets:
-            raise ValueError(f"Unknown transforms preset {name!r}: choose one of {', '.join(presets)}.")
+            raise StudioError(f"Unknown transforms preset {name!r}: choose one of {', '.join(presets)}.")
         return presets[name]
 
     def as_dict(self) -> dict:

@@ -356,6 +356,8 @@ def test_cli_writes_npy_maps_and_png_overlays(photos, tmp_path, capsys):
     assert main(["attribute", "efficientnet_lite0", str(photo), str(photo), "--device", "cpu",
                  "--out", str(tmp_path / "same.npy")]) == 0
     assert np.load(tmp_path / "same.npy").shape == (2, 400, 600)
+    assert main(["attribute", "efficientnet_lite0", str(photo), "--device", "cpu", "--out", str(tmp_path / "UP.NPY")]) == 0
+    assert np.load(tmp_path / "UP.NPY").shape == (400, 600)  # an upper-case suffix still holds the data
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
 
     assert main(["attribute", "efficientnet_lite0", str(tmp_path / "nope.png"), "--device", "cpu"]) == 2

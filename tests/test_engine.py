@@ -172,3 +172,14 @@ def test_in_place_ops_after_a_captured_layer_do_not_corrupt_it():
         expected = pre_relu[:, 1].mean((1, 2)) + net[2](torch.relu(pre_relu))[:, 0].mean((1, 2))
     assert (pre_relu[:, 1] < 0).any()  # the in-place ReLU would have changed this channel
     torch.testing.assert_close(result.clean_activations, expected)
+
+
+def test_bad_size_transforms_param_and_device_are_clear_errors(lite0):
+    with pytest.raises(studio.StudioError, match="size must be at least 8"):
+        studio.render(lite0, "blocks.2:1", steps=1, size=0)
+    with pytest.raises(studio.StudioError, match="standard, none"):
+        studio.render(lite0, "blocks.2:1", steps=1, transforms="wild")
+    with pytest.raises(studio.StudioError, match="fourier, pixel, maco, cppn"):
+        studio.render(lite0, "blocks.2:1", steps=1, param="wavelet")
+    with pytest.raises(studio.StudioError, match="Device 'gpu' is not available"):
+        studio.load_model("torchvision:resnet18", pretrained=False, device="gpu")

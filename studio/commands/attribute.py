@@ -48,9 +48,15 @@ def _baseline(text: str):
         return read_image(text)
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """Save through a handle: ``np.save`` on a path appends ``.npy`` unless it already ends in it."""
+    with open(path, "wb") as handle:
+        np.save(handle, array.astype(np.float32))
+
+
 def output_paths(out: Path, shapes: list[tuple[int, int]]) -> list[Path]:
     """Where each photo's map goes: ``[out]`` when one file holds them all, else ``out-<i>`` per photo."""
-    if len(shapes) == 1 or (out.suffix == ".npy" and len(set(shapes)) == 1):
+    if len(shapes) == 1 or (out.suffix.lower() == ".npy" and len(set(shapes)) == 1):
         return [out]
     return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(shapes))]
 
@@ -85,7 +91,7 @@ def run(args) -> int:
     if out.suffix.lower() == ".npy":
         arrays = [np.stack([m.numpy() for m in maps])] if len(paths) == 1 and len(maps) > 1 else [m.numpy() for m in maps]
         for path, array in zip(paths, arrays):
-            atomic_write(path, lambda tmp, a=array: np.save(tmp, a.astype(np.float32)))
+            atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
     else:
         signed = args.method in SIGNED_METHODS
         for path, image, heat in zip(paths, images, maps):
