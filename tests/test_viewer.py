@@ -236,3 +236,10 @@ def test_import_studio_imports_neither_qt_nor_napari():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=SUBPROCESS_ENV)
     assert done.returncode == 0, done.stderr
+
+
+def test_studio_view_checks_field_ranges_before_opening_a_window(capsys):
+    from studio.cli import main
+
+    assert main(["view", "--size", "8", "--device", "cpu"]) == 2
+    assert "--size must be between 16 and 2048, not 8" in capsys.readouterr().err

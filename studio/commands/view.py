@@ -52,6 +52,11 @@ def run(args) -> int:
     if args.target is not None:
         parse_target(args.target, model)  # a bad target fails here, before any window opens
     fields = {"steps": args.steps, "size": args.size, "count": args.count, "param": args.param, "seed": args.seed}
+    from studio.viewer.streaming import FIELD_RANGES
+
+    for name, (low, high) in FIELD_RANGES.items():
+        if fields[name] is not None and not low <= fields[name] <= high:
+            raise StudioError(f"--{name} must be between {low} and {high}, not {fields[name]}.")
     from studio.viewer.app import open_studio
 
     return open_studio(model, target=args.target, images=images, fields=fields, screenshot=args.screenshot,

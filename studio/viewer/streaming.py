@@ -28,6 +28,8 @@ KINDS = ("channel", "neuron", "layer")
 METHODS = ("gradcam", "gradcam++", "saliency", "smoothgrad", "integrated_gradients", "gradient_x_input")
 #: What an attribution explains: the top class, the unit being visualised, or a class named by the user.
 ATTRIBUTION_TARGETS = ("top class", "visualised unit", "class")
+#: Allowed (min, max) of the widget's numeric fields, checked by ``studio view`` before a window opens.
+FIELD_RANGES = {"steps": (1, 100_000), "size": (16, 2048), "count": (1, 256), "seed": (0, 2**31 - 1)}
 
 
 class WorkerError(Exception):

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QCompleter, QFileDialog
 from studio.errors import StudioError
 from studio.models import DEFAULT_MODEL, EMBEDDED, StudioModel, load_model
 from studio.targets import LOGITS, OUTPUT, resolve_layer
-from studio.viewer.streaming import (ATTRIBUTION_TARGETS, KINDS, METHODS, Frame, Heatmap, RenderRequest, WorkerError,
+from studio.viewer.streaming import (ATTRIBUTION_TARGETS, FIELD_RANGES, KINDS, METHODS, Frame, Heatmap, RenderRequest, WorkerError,
                                      attribute_images, explain, images_from_layer, layer_name, stream)
 
 DEFAULT_LAYER = "blocks.4"
@@ -109,14 +109,16 @@ class StudioWidget(Container):
         self.class_name = LineEdit(name="class", value="", tooltip="class label (with completion) or index")
         self.row = SpinBox(name="row", min=0, max=0)
         self.column = SpinBox(name="column", min=0, max=0)
-        self.count = SpinBox(name="channels_at_once", label="channels at once", min=1, max=256, value=1,
+        self.count = SpinBox(name="channels_at_once", label="channels at once", min=FIELD_RANGES["count"][0],
+                             max=FIELD_RANGES["count"][1], value=1,
                              tooltip="render this many consecutive units as a stack (slider axis)")
         self.param = ComboBox(name="parameterisation", choices=["fourier", "pixel"], value="fourier")
-        self.steps = SpinBox(name="steps", min=1, max=100_000, value=256)
-        self.size = SpinBox(name="image_size", label="image size", min=16, max=2048, step=16, value=128)
+        self.steps = SpinBox(name="steps", min=FIELD_RANGES["steps"][0], max=FIELD_RANGES["steps"][1], value=256)
+        self.size = SpinBox(name="image_size", label="image size", min=FIELD_RANGES["size"][0],
+                            max=FIELD_RANGES["size"][1], step=16, value=128)
         self.every = SpinBox(name="update_every", label="update every", min=1, max=1000, value=4,
                              tooltip="show the image every N steps")
-        self.seed = SpinBox(name="seed", min=0, max=2**31 - 1, value=0)
+        self.seed = SpinBox(name="seed", min=FIELD_RANGES["seed"][0], max=FIELD_RANGES["seed"][1], value=0)
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
