@@ -196,8 +196,7 @@ def _resolve_targets(model: StudioModel, target, inputs: torch.Tensor, batch_siz
 def describe_target(model: StudioModel, target: Target) -> str:
     """``logits:285 "Egyptian cat"`` for a class, the target string for a unit."""
     if target.layer == OUTPUT and target.channel is not None and model.class_names:
-        label = model.class_names[target.channel].split(",")[0].strip()
-        return f'{LOGITS}:{target.channel} "{label}"'
+        return f'{LOGITS}:{target.channel} "{model.class_label(target.channel)}"'
     if target.text:
         return target.text
     where = "" if target.position is None else f"@{target.position[0]},{target.position[1]}"
@@ -280,8 +279,7 @@ def top_classes(model: StudioModel, images: torch.Tensor, k: int = 5) -> list[li
     with _attribution_mode(model.module):
         probs = _logits(model, resize_to_input(images, model.spec)).softmax(1)
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
-    names = model.class_names or [str(i) for i in range(probs.shape[1])]
-    return [[(i, names[i].split(",")[0].strip(), v) for i, v in zip(row_i, row_v)]
+    return [[(i, model.class_label(i), v) for i, v in zip(row_i, row_v)]
             for row_i, row_v in zip(indices.tolist(), values.tolist())]
 
 

@@ -70,6 +70,12 @@ class StudioModel:
 
         return record_output_shapes(self)
 
+    def class_label(self, index: int) -> str:
+        """The first synonym of a class description (``tabby, tabby cat`` -> ``tabby``), else the index."""
+        if not self.class_names or not 0 <= index < len(self.class_names):
+            return str(index)
+        return self.class_names[index].split(",")[0].strip()
+
     def class_index(self, label: str) -> int:
         """The index of a class named by its label (case-insensitive, any comma-separated synonym)."""
         if not self.class_names:

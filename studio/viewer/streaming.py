@@ -116,7 +116,7 @@ class RenderRequest:
         first = self.first_unit(model)
         unit = str(first) if self.count <= 1 else f"{first}-{first + self.count - 1}"
         if self.layer in (LOGITS, OUTPUT) and model.class_names and self.count <= 1:
-            unit = short_class_name(model, first)
+            unit = model.class_label(first)
         where = f"@{self.position[0]},{self.position[1]}" if self.kind == "neuron" and self.position else ""
         return f"{self.layer}:{unit}{where}"
 
@@ -124,13 +124,6 @@ class RenderRequest:
         """Keyword arguments for :func:`studio.optimize`."""
         return {"steps": int(self.steps), "size": int(self.size), "param": self.param, "seed": int(self.seed),
                 "lr": float(self.lr)}
-
-
-def short_class_name(model: StudioModel, index: int) -> str:
-    """The first synonym of a class description (``tabby, tabby cat`` -> ``tabby``)."""
-    if not model.class_names or not 0 <= index < len(model.class_names):
-        return str(index)
-    return model.class_names[index].split(",")[0].strip()
 
 
 @dataclass

@@ -228,7 +228,7 @@ class StudioWidget(Container):
             completer.setFilterMode(Qt.MatchContains)
             field.native.setCompleter(completer)
         if model.class_names:
-            self.class_name.value = self.class_name.value or model.class_names[0].split(",")[0]
+            self.class_name.value = self.class_name.value or model.class_label(0)
         size = "×".join(map(str, model.spec.size))
         self.model_info.value = f"{model.name} · input {size} · {len(shapes)} layers · {device}"
         self._update_unit_fields()
@@ -302,7 +302,7 @@ class StudioWidget(Container):
         self._update_unit_fields()
         if parsed.channel is not None:
             if parsed.layer == OUTPUT and self.model.class_names:
-                self.class_name.value = self.model.class_names[parsed.channel].split(",")[0]
+                self.class_name.value = self.model.class_label(parsed.channel)
             else:
                 self.channel.value = parsed.channel
         if parsed.position is not None:
