@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     model = studio.load_model()
     targets = [f"blocks.4:{channel}" for channel in range(args.channels)]
     clean = {}
-    for precision in studio.engine.PRECISIONS:
+    for precision in studio.settings.PRECISIONS:
         start = time.perf_counter()
         result = studio.render(model, targets, steps=args.steps, size=args.size, seed=0, precision=precision)
         clean[precision] = result.clean_activations

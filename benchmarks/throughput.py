@@ -130,7 +130,8 @@ def benchmark(key: str, steps: int, channels: int, lucent_channels: int, device:
     count = model.layer_shapes[layer][0]
     runs = [("studio, batch 1", 1, 1, "float32")]
     for precision in ("float32", "bfloat16"):
-        batch = min(channels, auto_batch_size(model, [f"{layer}:0"], precision=precision, **base))
+        settings = studio.RenderSettings(size=base["size"], param=base["param"], steps=steps, precision=precision)
+        batch = min(channels, auto_batch_size(model, [f"{layer}:0"], settings))
         runs.append((f"studio, auto batch, {precision}", batch, channels, precision))
     for runner, batch, total, precision in runs:
         seconds, peak = time_studio(model, layer, total, batch, steps, precision=precision, **base)

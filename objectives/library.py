@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.objectives.base import IMAGE, Objective
+from studio.targets import Target, layer_value, unit_values
 
 
 def _batch_mask(values: torch.Tensor, batch: int | None) -> torch.Tensor:
@@ -23,57 +24,35 @@ def _batch_mask(values: torch.Tensor, batch: int | None) -> torch.Tensor:
     return values * mask
 
 
-def _spatial_mean(values: torch.Tensor) -> torch.Tensor:
-    return values.flatten(1).mean(1) if values.dim() > 1 else values
-
-
 def _suffix(batch: int | None) -> str:
     return "" if batch is None else f"[{batch}]"
 
 
 def channel(layer: str, n: int, batch: int | None = None) -> Objective:
     """Mean activation of channel ``n`` of ``layer`` over all positions (for ``[B, K]`` outputs: unit ``n``)."""
-    return Objective(lambda acts: _batch_mask(_spatial_mean(acts[layer][:, n].float()), batch),
+    return Objective(lambda acts: _batch_mask(Target(layer, n)(acts[layer]), batch),
                      f"{layer or 'logits'}:{n}{_suffix(batch)}", frozenset({layer}))
 
 
 def neuron(layer: str, n: int, y: int | None = None, x: int | None = None, batch: int | None = None) -> Objective:
-    """Activation of channel ``n`` at row ``y``, column ``x`` (default: the centre of the map)."""
+    """Activation of channel ``n`` at row ``y``, column ``x`` (default: the centre of the map or volume)."""
     def value(acts):
-        a = acts[layer][:, n].float()
-        row = a.shape[1] // 2 if y is None else y
-        col = a.shape[2] // 2 if x is None else x
-        return _batch_mask(a[:, row, col], batch)
+        a = acts[layer]
+        at = tuple(size // 2 for size in a.shape[2:]) if y is None else (y, x)
+        return _batch_mask(Target(layer, n, at)(a), batch)
     where = "" if y is None else f"@{y},{x}"
     return Objective(value, f"{layer}:{n}{where}{_suffix(batch)}", frozenset({layer}))
 
 
-def units(layer: str, channels: Sequence[int], positions: Sequence[tuple[int, int] | None] | None = None,
+def units(layer: str, channels: Sequence[int], positions: Sequence[tuple[int, ...] | None] | None = None,
           images: Sequence[int] | None = None) -> Objective:
     """Image ``images[i]`` maximises channel ``channels[i]`` (at ``positions[i]`` if given) of ``layer``.
 
     One vectorised gather instead of one objective per image: how a list of targets renders in one batch.
     """
-    images = list(range(len(channels))) if images is None else list(images)
     positions = [None] * len(channels) if positions is None else list(positions)
-
-    def value(acts):
-        a = acts[layer].float()
-        idx = torch.as_tensor(images, device=a.device)
-        chosen = a[idx, torch.as_tensor(channels, device=a.device)]
-        if a.dim() == 2:
-            picked = chosen
-        else:
-            means = chosen.flatten(1).mean(1)
-            at = [p if p is not None else (0, 0) for p in positions]
-            ys = torch.as_tensor([p[0] for p in at], device=a.device)
-            xs = torch.as_tensor([p[1] for p in at], device=a.device)
-            pointwise = chosen[torch.arange(len(images), device=a.device), ys, xs]
-            is_neuron = torch.as_tensor([p is not None for p in positions], device=a.device)
-            picked = torch.where(is_neuron, pointwise, means)
-        out = torch.zeros(a.shape[0], device=a.device, dtype=picked.dtype)
-        return out.index_add(0, idx, picked)
-    return Objective(value, f"{layer or 'logits'} units", frozenset({layer}))
+    return Objective(lambda acts: unit_values(acts[layer], channels, positions, images),
+                     f"{layer or 'logits'} units", frozenset({layer}))
 
 
 def direction(layer: str, vector: torch.Tensor, batch: int | None = None, cossim_pow: float = 0.0) -> Objective:
@@ -95,13 +74,13 @@ def direction(layer: str, vector: torch.Tensor, batch: int | None = None, cossim
 
 def layer(name: str, batch: int | None = None) -> Objective:
     """DeepDream: mean squared activation of the whole layer."""
-    return Objective(lambda acts: _batch_mask(acts[name].float().pow(2).flatten(1).mean(1), batch),
-                     f"layer({name}){_suffix(batch)}", frozenset({name}))
+    return Objective(lambda acts: _batch_mask(layer_value(acts[name]), batch), f"layer({name}){_suffix(batch)}",
+                     frozenset({name}))
 
 
 def class_logit(n: int, batch: int | None = None, layer: str = "logits") -> Objective:
     """The logit of class ``n`` (``layer`` is the name of the model output in the activations)."""
-    return Objective(lambda acts: _batch_mask(acts[layer][:, n].float(), batch), f"logits:{n}{_suffix(batch)}",
+    return Objective(lambda acts: _batch_mask(Target(layer, n)(acts[layer]), batch), f"logits:{n}{_suffix(batch)}",
                      frozenset({layer}))
 
 

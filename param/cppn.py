@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from studio.errors import StudioError
+
 
 def composite_atan(x: torch.Tensor) -> torch.Tensor:
     """Lucid's composite activation: ``atan(x)`` and ``atan(x)^2`` side by side, normalised to unit scale."""
@@ -39,4 +41,4 @@ class CppnLatent(nn.Module):
         return torch.einsum("bchw,bcd->bdhw", h, self.out)
 
     def set_from(self, values: torch.Tensor) -> None:
-        raise ValueError("A CPPN cannot start from an image; use the fourier, pixel or maco parameterisation for init.")
+        raise StudioError("A CPPN cannot start from an image; use the fourier, pixel or maco parameterisation for init.")

@@ -41,7 +41,7 @@ def seeds_for(seed: int | Sequence[int] | None, batch: int) -> list[int] | None:
         return None if seed is None else [seed + i for i in range(batch)]
     seeds = [int(s) for s in seed]
     if len(seeds) != batch:
-        raise ValueError(f"Got {len(seeds)} seeds for a batch of {batch} images; give one seed per image.")
+        raise StudioError(f"Got {len(seeds)} seeds for a batch of {batch} images; give one seed per image.")
     return seeds
 
 

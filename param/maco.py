@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from studio.errors import StudioError
+
 from studio.param.fourier import power_law_scale
 
 
@@ -40,7 +42,7 @@ class MacoLatent(nn.Module):
         self.height, self.width, self.std = height, width, std
         magnitude = power_law_magnitude(height, width) if magnitude is None else magnitude.float()
         if magnitude.shape != (channels, height, width // 2 + 1):
-            raise ValueError(f"MACO magnitude must have shape {(channels, height, width // 2 + 1)}, "
+            raise StudioError(f"MACO magnitude must have shape {(channels, height, width // 2 + 1)}, "
                              f"not {tuple(magnitude.shape)}; build it with natural_magnitude(photos, H, W).")
         self.register_buffer("magnitude", magnitude, persistent=False)
         phase = (torch.rand(batch, channels, height, width // 2 + 1, generator=generator) * 2 - 1) * math.pi

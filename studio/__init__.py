@@ -8,17 +8,19 @@
 """
 
 from studio import gallery, objectives, param
-from studio.attribution import attribute, explain
+from studio.attribution import Attribution, attribute, explain
 from studio.engine import RenderResult, Snapshot, optimize, render
 from studio.errors import StudioError
+from studio.hooks import capture, forward_to
 from studio.io import read_image, write_image
 from studio.models import DEFAULT_MODEL, InputSpec, StudioModel, load_model
-from studio.targets import Target, capture, parse_target
+from studio.settings import RenderSettings
+from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
 
 __all__ = [
-    "DEFAULT_MODEL", "InputSpec", "RenderResult", "Snapshot", "StudioError", "StudioModel", "Target",
-    "TransformSettings", "attribute", "capture", "explain", "gallery", "load_model", "objectives", "optimize", "param",
-    "parse_target",
-    "read_image", "render", "write_image",
+    "DEFAULT_MODEL", "Attribution", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
+    "StudioModel", "Target", "TransformSettings", "attribute", "capture", "explain", "forward_to", "gallery",
+    "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets", "read_image", "render",
+    "write_image",
 ]

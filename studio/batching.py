@@ -12,6 +12,7 @@ import torch
 from studio.engine import render
 from studio.errors import StudioError
 from studio.models import StudioModel
+from studio.settings import RenderSettings
 from studio.targets import Target, parse_target
 
 #: Default batch on the CPU, where a bigger batch only costs memory (the time per image stays the same).
@@ -66,7 +67,7 @@ def batch_for_memory(total: int, used: int, per_image: float, fraction: float = 
     return 1 if count < 1 else min(cap, 1 << (count.bit_length() - 1))
 
 
-def auto_batch_size(model: StudioModel, targets: Sequence[str | Target], **engine_settings) -> int:
+def auto_batch_size(model: StudioModel, targets: Sequence[str | Target], settings: RenderSettings) -> int:
     """A batch size from a one-step probe of the deepest of ``targets`` (GPU), or ``CPU_BATCH`` on the CPU.
 
     The probe measures peak memory per image, so the size depends only on the model, settings and the
@@ -82,7 +83,7 @@ def auto_batch_size(model: StudioModel, targets: Sequence[str | Target], **engin
     torch.cuda.reset_peak_memory_stats(device)
     used = torch.cuda.memory_allocated(device)
     probe = 2 if deepest.channel is not None else 1
-    render(model, [deepest] * probe, **{**engine_settings, "steps": 1})
+    render(model, [deepest] * probe, settings, steps=1)
     per_image = (torch.cuda.max_memory_allocated(device) - used) / probe
     release_memory()
     return batch_for_memory(torch.cuda.get_device_properties(device).total_memory, used, per_image)

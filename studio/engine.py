@@ -16,29 +16,36 @@ from dataclasses import dataclass, field
 import torch
 
 from studio.errors import StudioError
+from studio.hooks import forward_to, frozen
 from studio.models import StudioModel, load_model, resize_to_input
 from studio.objectives import IMAGE, Objective, units
+from studio.objectives import layer as deepdream
 from studio.param import ImageParam, image
 from studio.param.image import seeds_for
-from studio.targets import Target, forward_to, frozen, parse_target, resolve_layer
+from studio.settings import RenderSettings
+from studio.targets import Target, display_layer, parse_targets, resolve_layer
 from studio.transforms import TransformSettings, counter_uniform, random_affine
 
-TargetSpec = str | Target
-PRECISIONS = ("float32", "bfloat16")
+TargetSpec = str | int | Target
 
 
 @dataclass
 class RenderResult:
-    """Images ``[B, 3, H, W]`` in ``[0, 1]``, objective history ``[steps, B]``, the final clean objective of
-    each image (measured on the un-transformed image) and the settings used."""
+    """Images ``[B, 3, H, W]`` in ``[0, 1]``, objective history ``[steps, B]``, each image's objective on its
+    final, un-transformed image (``clean_values``), and the settings that ran (the provenance record)."""
 
     images: torch.Tensor
     history: torch.Tensor
-    clean_activations: torch.Tensor
+    clean_values: torch.Tensor
     objective_name: str
     targets: list[Target] | None
     settings: dict
     seconds: float
+
+    @property
+    def clean_activations(self) -> torch.Tensor:
+        """The name ``clean_values`` had before 0.2 (for a unit target it is that unit's activation)."""
+        return self.clean_values
 
     def uint8(self) -> list:
         """The images as ``H x W x 3`` uint8 numpy arrays."""
@@ -63,22 +70,23 @@ class Snapshot:
 
 def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequence[TargetSpec]
                   ) -> tuple[Objective, list[Target] | None]:
-    """An objective from an ``Objective``, one target, or a list of targets (image ``i`` gets target ``i``)."""
+    """An objective from an ``Objective``, or from targets (one per image, in order; an expression such as
+    ``blocks.4:0-7`` names several): units of one layer share one vectorised gather."""
     if isinstance(objective, Objective):
         return objective, None
-    specs = [objective] if isinstance(objective, (str, Target)) else list(objective)
-    if not specs:
+    specs = [objective] if isinstance(objective, (str, int, Target)) else list(objective)
+    targets = [target for spec in specs for target in parse_targets(spec, model)]
+    if not targets:
         raise StudioError("No target given; name at least one, e.g. blocks.4:12.")
-    targets = [parse_target(spec, model) for spec in specs]
     by_layer: dict[str, list[int]] = {}
     for index, target in enumerate(targets):
         by_layer.setdefault(target.layer, []).append(index)
     parts = []
     for layer_name, indices in by_layer.items():
-        if any(targets[i].channel is None for i in indices):
+        if any(targets[i].whole_layer for i in indices):
             if len(targets) > 1:
-                raise StudioError(f"Target {layer_name!r} names a whole layer; in a list of targets give each a channel.")
-            from studio.objectives import layer as deepdream
+                raise StudioError(f"Target {display_layer(layer_name)!r} names a whole layer; in a list of targets "
+                                  "give each a channel.")
             parts.append(deepdream(layer_name))
             continue
         parts.append(units(layer_name, [targets[i].channel for i in indices],
@@ -86,7 +94,7 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
     total = parts[0]
     for part in parts[1:]:
         total = total + part
-    total.name = ", ".join(t.text or t.layer for t in targets)
+    total.name = ", ".join(str(t) for t in targets)
     return total, targets
 
 
@@ -111,45 +119,39 @@ def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, 
     return acts
 
 
-def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec], *,
-             steps: int = 512, size: int = 128, param: str | ImageParam = "fourier", lr: float = 0.05,
-             seed: int | Sequence[int] = 0, transforms: str | TransformSettings = "standard", snapshot_every: int | None = None,
-             batch: int | None = None, decorrelate: bool = True, decay_power: float = 1.0,
-             init: torch.Tensor | None = None, precision: str = "float32") -> Iterator[Snapshot]:
+def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec],
+             settings: RenderSettings | None = None, *, seed: int | Sequence[int] = 0,
+             snapshot_every: int | None = None, batch: int | None = None, init: torch.Tensor | None = None,
+             **changes) -> Iterator[Snapshot]:
     """Optimise images to maximise ``objective``; yield a ``Snapshot`` every ``snapshot_every`` steps.
 
-    ``objective`` is a target string (``blocks.4:12``), a list of them (one image per target, one batch),
-    or an ``Objective`` (then ``batch`` images, default 1). Validation happens before the first step.
+    ``objective`` is a target string (``blocks.4:12``, or ``blocks.4:0-7`` for several), a list of them (one
+    image per target, one batch), or an ``Objective`` (then ``batch`` images, default 1). ``settings`` (a
+    :class:`RenderSettings`) with ``changes`` by name (``steps=256, param="maco"``) say how; ``param`` may
+    also be an ``ImageParam`` module of your own. Validation happens before the first step.
     ``seed`` is one seed per image, or an int ``s`` (image ``i`` gets ``s + i``): an image's start and its
-    random transforms depend only on its own seed, not on its batch mates.
-    ``precision="bfloat16"`` runs the model's forward under bf16 autocast (a GPU speed option).
+    random transforms depend only on its own seed, not on its batch mates. ``init`` starts from images.
     """
     model = load_model(model) if isinstance(model, str) else model
-    if steps < 1:
-        raise StudioError(f"steps must be at least 1, not {steps}.")
-    if size < 8:
-        raise StudioError(f"size must be at least 8 pixels, not {size}.")
-    if precision not in PRECISIONS:
-        raise StudioError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    custom = changes.pop("param") if isinstance(changes.get("param"), ImageParam) else None
+    settings = (settings or RenderSettings()).updated(changes)
     objective, targets = objective_for(model, objective)
     layer_map = {name: resolve_layer(model, name) for name in objective.layers if name != IMAGE}
     batch = len(targets) if targets is not None else (batch or 1)
     device = model.device
-    try:
-        seeds = seeds_for(seed, batch)
-    except ValueError as error:
-        raise StudioError(str(error)) from None
-    if isinstance(param, str):
-        param = image(size, batch, kind=param, decorrelate=decorrelate, decay_power=decay_power, seed=seeds,
-                      init=init, device=device)
-    transform = TransformSettings.preset(transforms) if isinstance(transforms, str) else transforms
+    seeds = seeds_for(seed, batch)
+    param = custom or image(settings.size, batch, kind=settings.param, decorrelate=settings.decorrelate,
+                            decay_power=settings.decay_power, seed=seeds, init=init, device=device)
+    transform = TransformSettings.preset(settings.transforms)
     seed_tensor = torch.tensor(seeds, dtype=torch.int64, device=device)
-    every = snapshot_every or max(1, steps // 32)
-    settings = {"model": model.name, "objective": objective.name, "targets": [str(t) for t in targets or []],
-                "steps": steps, "size": size, "param": param.latent.__class__.__name__,
-                "decorrelate": decorrelate, "decay_power": decay_power, "lr": lr, "seeds": seeds,
-                "transforms": transform.as_dict(), "batch": batch, "device": str(device), "precision": precision}
-    optimizer = torch.optim.Adam(param.parameters(), lr=lr, fused=device.type == "cuda")
+    every = snapshot_every or max(1, settings.steps // 32)
+    record = {**settings.as_dict(), "model": model.name, "objective": objective.name,
+              "targets": [t.name for t in targets or []], "seeds": seeds, "batch": batch, "device": str(device),
+              "transform_ranges": transform.as_dict()}
+    if custom is not None:
+        record["param"] = f"custom {type(custom.latent).__name__}"
+    steps, precision = settings.steps, settings.precision
+    optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)
     start = time.perf_counter()
     for step in range(1, steps + 1):
@@ -170,20 +172,20 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     with frozen(model.module), torch.no_grad():
         final = param().detach()
         clean, clean_terms = objective.evaluate(_activations(model, final, layer_map, None, None))
-    result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, settings,
+    result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, record,
                           time.perf_counter() - start)
     yield Snapshot(steps, steps, result.images, total.detach().cpu(),
                    {k: v.cpu() for k, v in clean_terms.items()}, done=True, result=result)
 
 
-def render(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec], *,
-           progress: bool = False, **settings) -> RenderResult:
+def render(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec],
+           settings: RenderSettings | None = None, *, progress: bool = False, **options) -> RenderResult:
     """Run :func:`optimize` to the end and return its ``RenderResult`` (``progress`` shows a bar)."""
     from tqdm.auto import tqdm
 
     bar = None  # created at the first snapshot, so validation errors come before any progress output
     try:
-        for snapshot in optimize(model, objective, **settings):
+        for snapshot in optimize(model, objective, settings, **options):
             bar = bar or tqdm(total=snapshot.steps, unit="step", disable=not progress)
             bar.update(snapshot.step - bar.n)
             bar.set_postfix(objective=f"{snapshot.values.mean().item():.3g}")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
+from studio.hooks import record_output_shapes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,16 +66,19 @@ class StudioModel:
 
     @cached_property
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Output shape (without batch) of every named module at the model's input size, in forward order."""
-        from studio.targets import record_output_shapes
-
-        return record_output_shapes(self)
+        """Output shape (without batch) of every named module at the model's input size, in forward order;
+        the model output is under ``""``."""
+        return record_output_shapes(self.module, torch.zeros(1, 3, *self.spec.size, device=self.device))
 
     def class_label(self, index: int) -> str:
         """The first synonym of a class description (``tabby, tabby cat`` -> ``tabby``), else the index."""
         if not self.class_names or not 0 <= index < len(self.class_names):
             return str(index)
-        return self.class_names[index].split(",")[0].strip()
+        return _synonyms(self.class_names[index])[0]
+
+    def class_synonyms(self) -> list[str]:
+        """Every comma-separated synonym of every class description, in class order (for completion)."""
+        return [synonym for description in self.class_names or [] for synonym in _synonyms(description)]
 
     def class_index(self, label: str) -> int:
         """The index of a class named by its label (case-insensitive, any comma-separated synonym)."""
@@ -82,12 +86,16 @@ class StudioModel:
             raise StudioError(f"Model {self.name!r} has no class names; name the class by its index instead.")
         wanted = label.strip().lower()
         for index, description in enumerate(self.class_names):
-            if wanted == description.lower() or wanted in (s.strip().lower() for s in description.split(",")):
+            if wanted == description.lower() or wanted in (s.lower() for s in _synonyms(description)):
                 return index
-        synonyms = [s.strip() for d in self.class_names for s in d.split(",")]
-        close = difflib.get_close_matches(label, synonyms, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(label, self.class_synonyms(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
         raise StudioError(f"Unknown class {label!r} for model {self.name!r}{hint}")
+
+
+def _synonyms(description: str) -> list[str]:
+    """The comma-separated names of one class description (``tabby, tabby cat`` -> ``tabby``, ``tabby cat``)."""
+    return [name.strip() for name in description.split(",")]
 
 
 def resize_to_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:

@@ -1,140 +1,175 @@
-"""Target syntax (``blocks.4:12@7,7``, ``logits:"Egyptian cat"``), validation, and activation capture hooks.
+"""Units, in one place: the target grammar, validation against a model, display labels, file names, and how a
+unit's value is read from a captured activation. The objectives, attribution, gallery, CLI and viewer all
+use this module; none of them splits target strings.
 
-Hooks exist only for the duration of one forward pass (``capture``), are placed only on the modules an
-objective needs, and the forward pass is cut short (``_StopForward``) once all of them have fired.
+Grammar (module paths are exactly ``model.named_modules()`` names; ``logits`` is the model output):
+
+- ``blocks.4`` a whole layer; ``blocks.4:12`` a channel; ``blocks.4:12@7,3`` the neuron at row 7, column 3
+  (a volume's voxel is ``@z,y,x``: one coordinate per spatial axis);
+- ``logits:285``, ``logits:"Egyptian cat"``, and on their own ``285`` or ``Egyptian cat`` (a class);
+- in :func:`parse_targets` also lists and ranges: ``blocks.4:0-63``, ``blocks.4:0,5,9-12``, ``blocks.4:*``,
+  ``blocks.4:3-5@7,7``, ``logits:"Egyptian cat","tabby"``.
+
+Values are read from activations in channels-first form, ``[B, C, *spatial]``: ``[B, C]`` vectors (logits),
+``[B, C, H, W]`` maps, ``[B, C, D, H, W]`` volumes. :func:`layer_info` says what a layer holds; other
+layouts (tokens, channel-last) are described there and converted to this form, here and nowhere else.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from studio.errors import StudioError
+from studio.hooks import OUTPUT
 
 if TYPE_CHECKING:
     from studio.models import StudioModel
 
-#: Name for the model's final output in target strings (mapped to a module called ``logits`` if one exists).
+#: Name of the model's final output in target strings (a module really called ``logits`` takes precedence).
 LOGITS = "logits"
-#: Key under which the root module's output is captured.
-OUTPUT = ""
 
-_TARGET_RE = re.compile(r"""^\s*(?P<layer>[^:@]+?)\s*(?::\s*(?P<unit>"[^"]*"|'[^']*'|[^@]+?))?\s*(?:@\s*(?P<y>-?\d+)\s*,\s*(?P<x>-?\d+))?\s*$""")
+_TARGET_RE = re.compile(r"""^\s*(?P<layer>[^:@]+?)\s*(?::\s*(?P<unit>"[^"]*"|'[^']*'|[^@]+?))?\s*"""
+                        r"""(?:@\s*(?P<position>-?\d+(?:\s*,\s*-?\d+)*))?\s*$""")
+_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
+#: A bare word that reads as a module path (``blocks.4``, ``head.fc``), not as a class label.
+_DOTTED = re.compile(r"[\w.]*\.\w*")
+
+
+def safe_name(text: str) -> str:
+    """A name usable as a file or folder name on every OS and in a URL."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "unit"
+
+
+def display_layer(layer: str) -> str:
+    """How a module path is shown to users: the model output is ``logits``."""
+    return LOGITS if layer == OUTPUT else layer
 
 
 @dataclass(frozen=True)
 class Target:
     """One unit: a module (``layer``, a ``named_modules`` path, ``""`` for the model output), optionally a
-    channel and a spatial position. ``text`` is the string it was parsed from, for labels and files."""
+    channel and a position (one coordinate per spatial axis). ``text`` is what the user wrote and ``label``
+    a class's name; neither takes part in equality. Calling it on channels-first activations gives ``[B]``."""
 
     layer: str
     channel: int | None = None
-    position: tuple[int, int] | None = None
-    text: str = ""
+    position: tuple[int, ...] | None = None
+    text: str = field(default="", compare=False)
+    label: str = field(default="", compare=False)
+
+    @property
+    def layer_name(self) -> str:
+        """The layer as users write it (``logits`` for the model output)."""
+        return display_layer(self.layer)
+
+    @property
+    def whole_layer(self) -> bool:
+        return self.channel is None
+
+    @property
+    def name(self) -> str:
+        """The canonical target string: ``blocks.4:12@7,3``, ``logits:285``, ``blocks.4``."""
+        unit = "" if self.channel is None else f":{self.channel}"
+        where = "" if self.position is None else "@" + ",".join(map(str, self.position))
+        return f"{self.layer_name}{unit}{where}"
+
+    @property
+    def description(self) -> str:
+        """The canonical string with a class's label: ``logits:285 "Egyptian cat"``."""
+        return f'{self.name} "{self.label}"' if self.label else self.name
+
+    @property
+    def short(self) -> str:
+        """The shortest readable name: a class's label, else the canonical string."""
+        return self.label or self.name
+
+    @property
+    def unit_label(self) -> str:
+        """The unit within its layer, for a tile under a layer heading: ``12``, ``12@7,3``, ``285 Egyptian cat``,
+        ``whole layer``."""
+        if self.channel is None:
+            return "whole layer"
+        where = "" if self.position is None else "@" + ",".join(map(str, self.position))
+        return f"{self.channel}{where}" + (f" {self.label}" if self.label else "")
+
+    def file_stem(self, channels: int) -> str:
+        """``c012`` (zero-padded to the layer's ``channels``), ``c012_y7_x3``, ``c285_Egyptian_cat`` for a class,
+        or ``layer`` for a whole layer."""
+        if self.channel is None:
+            return "layer"
+        stem = f"c{self.channel:0{len(str(max(channels - 1, 0)))}d}"
+        if self.label:
+            stem += f"_{safe_name(self.label)}"
+        if self.position is not None:
+            stem += "".join(f"_{axis}{value}" for axis, value in zip(_axes(len(self.position)), self.position))
+        return stem
 
     def __str__(self) -> str:
-        return self.text or self.layer
+        return self.text or self.name
+
+    def __call__(self, activation: torch.Tensor) -> torch.Tensor:
+        """This unit's value for each image of a channels-first activation ``[B, C, *spatial]``: ``[B]``."""
+        if self.channel is None:
+            return layer_value(activation)
+        return unit_values(activation, [self.channel] * len(activation), [self.position] * len(activation))
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every needed activation is captured, to skip the rest of the network."""
+# ---------------------------------------------------------------------------------------------- values
+
+def layer_value(activation: torch.Tensor) -> torch.Tensor:
+    """A whole layer's value (DeepDream): the mean squared activation of each image, ``[B]``."""
+    return activation.float().pow(2).flatten(1).mean(1)
 
 
-@contextmanager
-def capture(module: nn.Module, layers: Iterable[str], stop_early: bool = True,
-            clone: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook ``layers`` of ``module`` for the duration of the block; the dict fills in as the forward runs.
-
-    Run the forward through :func:`forward_to` (or catch ``_StopForward`` yourself when ``stop_early``).
-    Hooks are removed on every exit path, exceptions and KeyboardInterrupt included. With ``clone``, the
-    rest of the forward gets a clone of each captured output, so a later in-place op (``ReLU(inplace=True)``,
-    ``out += identity``) cannot overwrite the captured tensor or re-route its gradient.
-    """
-    wanted = list(dict.fromkeys(layers))
-    modules = dict(module.named_modules())
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def hook_for(name: str):
-        def hook(_module: nn.Module, _inputs: tuple, output) -> None:
-            if name in captured:
-                return
-            captured[name] = output if isinstance(output, torch.Tensor) else _first_tensor(output)
-            if stop_early and len(captured) == len(wanted) and name != OUTPUT:
-                raise _StopForward
-            return output.clone() if clone and isinstance(output, torch.Tensor) else None
-        return hook
-
-    try:
-        for name in wanted:
-            handles.append(modules[name].register_forward_hook(hook_for(name)))
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
+def unit_values(activation: torch.Tensor, channels: Sequence[int], positions: Sequence[tuple[int, ...] | None],
+                images: Sequence[int] | None = None) -> torch.Tensor:
+    """Image ``images[i]`` (default ``i``) reads channel ``channels[i]``: its mean over all positions, or the
+    one neuron at ``positions[i]``. One vectorised gather for the whole batch; images named by no unit get 0.
+    ``activation`` is channels-first, ``[B, C, *spatial]``; returns ``[B]`` (float32)."""
+    a = activation.float()
+    device = a.device
+    images = list(range(len(channels))) if images is None else list(images)
+    index = torch.as_tensor(images, device=device)
+    chosen = a[index, torch.as_tensor(list(channels), device=device)]          # [N, *spatial]
+    values = chosen.reshape(len(images), -1).mean(1)
+    neurons = [i for i, p in enumerate(positions) if p is not None]
+    if neurons:
+        rows = torch.as_tensor(neurons, device=device)
+        coords = torch.as_tensor([positions[i] for i in neurons], device=device).T  # [spatial dims, n]
+        values = values.index_copy(0, rows, chosen[(rows, *coords)])
+    return torch.zeros(a.shape[0], device=device).index_add(0, index, values)
 
 
-def forward_to(module: nn.Module, inputs: torch.Tensor, layers: Iterable[str],
-               clone: bool = False) -> dict[str, torch.Tensor]:
-    """Run ``module`` on ``inputs`` only as far as needed and return the outputs of ``layers``
-    (``clone``: protect them from later in-place ops, see :func:`capture`)."""
-    layers = list(layers)
-    hooked = [name for name in layers if name != OUTPUT]
-    with capture(module, hooked, stop_early=OUTPUT not in layers, clone=clone) as captured:
-        try:
-            output = module(inputs)
-            if OUTPUT in layers:
-                captured[OUTPUT] = output if isinstance(output, torch.Tensor) else _first_tensor(output)
-        except _StopForward:
-            pass
-    missing = [name for name in layers if name not in captured]
-    if missing:
-        raise StudioError(f"Layer(s) {', '.join(map(repr, missing))} never ran in the forward pass; pick layers "
-                          "that the model's forward actually calls.")
-    return captured
+# ---------------------------------------------------------------------------------------------- layers
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a layer holds, channels-first: ``channels`` and the ``spatial`` shape (``()`` for a vector)."""
+
+    path: str
+    channels: int
+    spatial: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return display_layer(self.path)
+
+    def describe_spatial(self) -> str:
+        return "x".join(map(str, self.spatial))
 
 
-def _first_tensor(output) -> torch.Tensor:
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise StudioError(f"A hooked layer returned {type(output).__name__}; target a layer that outputs a tensor.")
-
-
-def record_output_shapes(model: StudioModel) -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of every module that runs, in forward order, at the model's input size."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-
-    def hook_for(name: str):
-        def hook(_module, _inputs, output) -> None:
-            if name not in shapes:
-                try:
-                    shapes[name] = tuple((output if isinstance(output, torch.Tensor) else _first_tensor(output)).shape[1:])
-                except StudioError:
-                    pass
-        return hook
-
-    try:
-        for name, sub in model.module.named_modules():
-            if name and not isinstance(sub, torch.jit.ScriptModule):
-                handles.append(sub.register_forward_hook(hook_for(name)))
-        probe = torch.zeros(1, 3, *model.spec.size, device=model.device)
-        with torch.no_grad():
-            output = model.module(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
-    shapes[OUTPUT] = tuple((output if isinstance(output, torch.Tensor) else _first_tensor(output)).shape[1:])
-    return shapes
+def layer_info(model: StudioModel, path: str) -> LayerInfo:
+    """Channels and spatial shape of a resolved layer, read from its recorded output shape."""
+    shape = model.layer_shapes[path]
+    if not shape:
+        raise StudioError(f"Layer {display_layer(path)!r} outputs a scalar per image; target a layer with channels.")
+    return LayerInfo(path, shape[0], tuple(shape[1:]))
 
 
 def resolve_layer(model: StudioModel, layer: str) -> str:
@@ -153,53 +188,147 @@ def resolve_layer(model: StudioModel, layer: str) -> str:
     raise StudioError(f"Unknown layer {layer!r} in {model.name}: {hint}run `studio layers {model.name}` to list them.")
 
 
-def parse_target(text: str | Target, model: StudioModel) -> Target:
-    """Parse and validate a target string against ``model``; errors name the closest valid choice."""
-    if isinstance(text, Target):
-        return text
+def class_count(model: StudioModel) -> int | None:
+    """Length of the model's output vector, or None when its output is not one vector per image."""
+    shape = model.layer_shapes.get(OUTPUT)
+    return shape[0] if shape is not None and len(shape) == 1 else None
+
+
+def class_target(model: StudioModel, index: int, text: str = "") -> Target:
+    """The logit of class ``index``, checked against the model's output."""
+    count = class_count(model)
+    if count is None:
+        raise StudioError(f"{model.name} does not output class scores; name a unit such as layer:channel instead.")
+    if not 0 <= index < count:
+        raise StudioError(f"Class {index} is out of range for {model.name}: valid classes are 0 to {count - 1}.")
+    label = model.class_label(index) if model.class_names else ""
+    return Target(OUTPUT, index, None, text or f"{LOGITS}:{index}", label)
+
+
+# ---------------------------------------------------------------------------------------------- grammar
+
+def parse_target(spec: str | int | Target, model: StudioModel) -> Target:
+    """One unit from a target string (or a class index), validated against ``model``; errors name the
+    closest valid choice or the valid range, in one sentence."""
+    if isinstance(spec, Target):
+        return spec
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return class_target(model, spec)
+    if not isinstance(spec, str):
+        raise StudioError(f"Cannot use {spec!r} as a target; give a class index, a class label or a target like blocks.5:17.")
+    text = spec.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return class_target(model, int(text), text)
+    if _is_class_label(text, model):
+        return _class_by_label(text, model)
     match = _TARGET_RE.match(text)
     if match is None:
-        raise StudioError(f"Cannot read target {text!r}: write layer, layer:channel, layer:channel@y,x or logits:\"label\".")
-    layer = resolve_layer(model, match["layer"])
-    shape = model.layer_shapes[layer]
-    unit, channel = match["unit"], None
-    if unit is not None:
-        unit = unit.strip()
-        if unit.isdigit():
-            channel = int(unit)
-        elif layer == OUTPUT or unit[:1] in "\"'":
-            channel = model.class_index(unit.strip("\"'"))
+        raise StudioError(f"Cannot read target {spec!r}: write layer, layer:channel, layer:channel@y,x or logits:\"label\".")
+    info = layer_info(model, resolve_layer(model, match["layer"]))
+    channel = None if match["unit"] is None else _channel(match["unit"].strip(), info, model, text)
+    position = None if match["position"] is None else _position(match["position"], info, channel, match["layer"])
+    label = model.class_label(channel) if info.path == OUTPUT and channel is not None and model.class_names else ""
+    return Target(info.path, channel, position, text, label)
+
+
+def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Target]:
+    """Every unit an expression names: one target, or lists and ranges of channels (``blocks.4:0-7,12``,
+    ``blocks.4:*``, ``logits:"tabby","Egyptian cat"``), validated (ranges at both ends) before expanding."""
+    if not isinstance(expression, str):
+        return [parse_target(expression, model)]
+    text = expression.strip()
+    match = _TARGET_RE.match(text)
+    if match is None or match["unit"] is None or _is_class_label(text, model) or re.fullmatch(r"-?\d+", text):
+        return [parse_target(text, model)]
+    layer, units = match["layer"], match["unit"].strip()
+    where = "" if match["position"] is None else f"@{match['position']}"
+    parts = _split_units(units)
+    if len(parts) == 1 and parts[0] != "*" and not _RANGE.match(parts[0]):
+        return [parse_target(text, model)]
+    info = layer_info(model, resolve_layer(model, layer))
+    targets = []
+    for part in parts:
+        if part == "*":
+            elements = [str(c) for c in range(info.channels)]
+        elif match := _RANGE.match(part):
+            low, high = int(match.group(1)), int(match.group(2))
+            if low > high:
+                raise StudioError(f"Channel range {part!r} in {expression!r} runs backwards; write {high}-{low}.")
+            parse_target(f"{layer}:{high}{where}", model)  # the out-of-range message, before expanding
+            elements = [str(c) for c in range(low, high + 1)]
+        elif not part:
+            raise StudioError(f"Target {expression!r} has an empty entry between commas.")
         else:
-            raise StudioError(f"Channel {unit!r} in {text!r} is not a number; class labels apply to 'logits' only.")
-        if not 0 <= channel < shape[0]:
-            raise StudioError(f"Channel {channel} is out of range for {match['layer']!r}: valid channels are 0 to {shape[0] - 1}.")
-    position = None
-    if match["y"] is not None:
-        if len(shape) != 3:
-            raise StudioError(f"Layer {match['layer']!r} has no spatial map (shape {list(shape)}); drop the @y,x part.")
-        if channel is None:
-            raise StudioError(f"A neuron position needs a channel: write {match['layer']}:CHANNEL@{match['y']},{match['x']}.")
-        y, x = int(match["y"]), int(match["x"])
-        if not (0 <= y < shape[1] and 0 <= x < shape[2]):
-            raise StudioError(f"Position {y},{x} is outside the {shape[1]}x{shape[2]} map of {match['layer']!r}: "
-                              f"rows 0 to {shape[1] - 1}, columns 0 to {shape[2] - 1}.")
-        position = (y, x)
-    return Target(layer, channel, position, text.strip())
+            elements = [part]
+        targets += [parse_target(f"{layer}:{element}{where}", model) for element in elements]
+    return targets
 
 
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients for the block; the ``training`` and ``requires_grad`` flags
-    are restored afterwards, on every exit path."""
-    training = {m: m.training for m in module.modules()}
-    flags = [(p, p.requires_grad) for p in module.parameters()]
+def _is_class_label(text: str, model: StudioModel) -> bool:
+    """A bare class label (``Egyptian cat``): no target syntax, not a layer, and the model names classes."""
+    return (bool(model.class_names) and ":" not in text and "@" not in text and text != LOGITS
+            and text not in model.layer_shapes and not _DOTTED.fullmatch(text))
+
+
+def _class_by_label(text: str, model: StudioModel) -> Target:
+    """A bare class label; when no class has that name but a layer nearly does, the layer error is clearer."""
     try:
-        module.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield module
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in training.items():
-            m.training = mode
+        return class_target(model, model.class_index(text), text)
+    except StudioError:
+        if difflib.get_close_matches(text, [n for n in model.layer_shapes if n], n=1, cutoff=0.7):
+            resolve_layer(model, text)
+        raise
+
+
+def _channel(unit: str, info: LayerInfo, model: StudioModel, text: str) -> int:
+    if unit.isdigit():
+        channel = int(unit)
+    elif info.path == OUTPUT or unit[:1] in "\"'":
+        if info.path != OUTPUT:
+            raise StudioError(f"Class label {unit} in {text!r} applies to 'logits' only; give {info.name} a channel number.")
+        channel = model.class_index(unit.strip("\"'"))
+    else:
+        raise StudioError(f"Channel {unit!r} in {text!r} is not a number; class labels apply to 'logits' only.")
+    if not 0 <= channel < info.channels:
+        raise StudioError(f"Channel {channel} is out of range for {info.name!r}: valid channels are 0 to {info.channels - 1}.")
+    return channel
+
+
+def _axes(count: int) -> tuple[str, ...]:
+    """Names of the spatial axes of a map (``y, x``) or volume (``z, y, x``); ``a0, a1, ...`` beyond."""
+    return {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}.get(count, tuple(f"a{i}" for i in range(count)))
+
+
+def _position(text: str, info: LayerInfo, channel: int | None, layer: str) -> tuple[int, ...]:
+    coords = tuple(int(v) for v in text.split(","))
+    written = ",".join(map(str, coords))
+    if not info.spatial:
+        raise StudioError(f"Layer {layer!r} has no spatial map (shape [{info.channels}]); drop the @{written} part.")
+    if channel is None:
+        raise StudioError(f"A neuron position needs a channel: write {layer}:CHANNEL@{written}.")
+    axes = _axes(len(info.spatial))
+    if len(coords) != len(info.spatial):
+        raise StudioError(f"Layer {layer!r} has a {info.describe_spatial()} map: give {len(axes)} coordinates "
+                          f"(@{','.join(axes)}), not {len(coords)}.")
+    if not all(0 <= c < n for c, n in zip(coords, info.spatial)):
+        names = ("rows", "columns") if len(axes) == 2 else axes
+        ranges = ", ".join(f"{name} 0 to {n - 1}" for name, n in zip(names, info.spatial))
+        raise StudioError(f"Position {written} is outside the {info.describe_spatial()} map of {layer!r}: {ranges}.")
+    return coords
+
+
+def _split_units(text: str) -> list[str]:
+    """Split ``0-3, "tabby, tabby cat", 7`` at commas outside quotes."""
+    parts, current, quote = [], "", None
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == ",":
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += char
+    parts.append(current.strip())
+    return parts

@@ -30,14 +30,18 @@ class TransformSettings:
 
     @classmethod
     def preset(cls, name: str) -> TransformSettings:
-        """``standard`` (Lucid's robust set) or ``none``."""
-        presets = {"standard": cls(), "none": cls(pad=0, jitter=(), scale=(1.0, 1.0), degrees=0.0)}
-        if name not in presets:
-            raise StudioError(f"Unknown transforms preset {name!r}: choose one of {', '.join(presets)}.")
-        return presets[name]
+        """One of :data:`TRANSFORM_PRESETS`: ``standard`` (Lucid's robust set) or ``none`` (resize only)."""
+        if name not in _PRESETS:
+            raise StudioError(f"Unknown transforms preset {name!r}: choose one of {', '.join(_PRESETS)}.")
+        return _PRESETS[name]
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+_PRESETS = {"standard": TransformSettings(), "none": TransformSettings(pad=0, jitter=(), scale=(1.0, 1.0), degrees=0.0)}
+#: Names of the transform presets (:meth:`TransformSettings.preset`).
+TRANSFORM_PRESETS = tuple(_PRESETS)
 
 
 _MASK32 = 0xFFFFFFFF

@@ -22,7 +22,7 @@ from studio.cli import main
 from studio.errors import StudioError
 from studio.io import write_image
 from studio.models import InputSpec, StudioModel, resize_to_input
-from studio.targets import forward_to
+from studio.hooks import forward_to
 
 from tests.conftest import hook_count
 
@@ -226,7 +226,7 @@ def test_unit_target_is_the_units_activation(lite0, photos):
     activation = forward_to(lite0.module, lite0.spec.normalise(image), ["blocks.5"])["blocks.5"][0, 17]
     expected = F.interpolate((activation.clamp_min(0) / activation.numel())[None, None], size=(224, 224),
                              mode="bilinear", align_corners=False)[0]
-    assert result.layer == "blocks.5" and result.targets == ["blocks.5:17"]
+    assert result.layer == "blocks.5" and [t.name for t in result.targets] == ["blocks.5:17"]
     assert result.scores.item() == pytest.approx(activation.mean().item(), abs=1e-5)
     assert torch.allclose(result.maps, expected, atol=1e-6)
     neuron = explain(lite0, image, "blocks.5:17@3,4", "saliency")
@@ -251,8 +251,9 @@ def test_in_place_relu_does_not_corrupt_results():
     plain.load_state_dict(inplace.state_dict())
     models = [StudioModel(m, InputSpec((12, 12)), "net") for m in (inplace, plain)]
     images = torch.rand(2, 3, 12, 12)
-    for method in ("gradcam", "gradcam++", "saliency", "integrated_gradients"):
-        a, b = (attribute(m, images, 1, method, layer="conv2", steps=8) for m in models)
+    for method, options in (("gradcam", {"layer": "conv2"}), ("gradcam++", {"layer": "conv2"}), ("saliency", {}),
+                            ("integrated_gradients", {"steps": 8})):
+        a, b = (attribute(m, images, 1, method, **options) for m in models)
         assert torch.allclose(a, b, atol=1e-6), method
     # Why the clone matters: without it, the captured conv2 output is overwritten by the later in-place ReLU.
     x = models[0].spec.normalise(images)
@@ -272,8 +273,6 @@ def _one_sentence(error: Exception) -> bool:
 
 
 def test_bad_inputs_are_one_sentence_errors(lite0, photos, tmp_path):
-    keywords = [p.name for p in inspect.signature(explain).parameters.values() if p.kind == p.KEYWORD_ONLY]
-    assert keywords == list(studio.attribution.OPTIONS)  # attribute() checks option names against this list
     bad_file = tmp_path / "broken.png"
     bad_file.write_bytes(b"not an image")
     image = photos["chelsea"]
@@ -292,6 +291,9 @@ def test_bad_inputs_are_one_sentence_errors(lite0, photos, tmp_path):
         lambda: attribute(lite0, image, None, "gradcam", layer="global_pool"),
         lambda: attribute(lite0, image, None, "integrated_gradients", steps=0),
         lambda: attribute(lite0, image, None, "integrated_gradients", stpes=16),
+        lambda: attribute(lite0, image, None, "gradcam", samples=4),  # a SmoothGrad option
+        lambda: attribute(lite0, image, None, "saliency", layer="blocks.5"),  # Grad-CAM's layer
+        lambda: attribute(lite0, image, None, "gradient"),  # no silent alias of the absolute gradient
         lambda: attribute(lite0, image, None, "integrated_gradients", baseline="grey"),
         # Fails after a hooked forward pass: the unit in blocks.2 does not depend on the later bn2.
         lambda: attribute(lite0, image, "blocks.2:3", "gradcam", layer="bn2"),
@@ -324,9 +326,9 @@ def test_hooks_removed_and_flags_restored_on_every_exit_path():
             raise KeyboardInterrupt
     model.module[2] = Interrupt()  # runs after the hooked conv, before the output
     before = _flags(model.module)
-    for method in ("gradcam", "saliency"):
+    for method, options in (("gradcam", {"layer": "0"}), ("saliency", {})):
         with pytest.raises(KeyboardInterrupt):
-            attribute(model, images, 1, method, layer="0")
+            attribute(model, images, 1, method, **options)
         assert hook_count(model.module) == 0 and _flags(model.module) == before
     assert all(torch.equal(v, state[k]) for k, v in model.module.state_dict().items())
 
@@ -371,3 +373,21 @@ def test_gradcam_layer_after_a_unit_target_is_an_error_even_in_a_mixed_batch(lit
     with pytest.raises(StudioError, match="blocks.2:1 is computed before Grad-CAM layer 'blocks.5'"):
         studio.attribute(lite0, batch, ["blocks.2:1", "logits:285"], method="gradcam", layer="blocks.5")
     assert hook_count(lite0.module) == 0
+
+
+def test_each_method_takes_exactly_the_options_of_its_signature(lite0, photos):
+    """Options are each method's own keyword arguments; the CLI offers each with that method's default."""
+    from studio.attribution import METHOD_FUNCTIONS, method_options
+    from studio.cli import build_parser
+
+    assert method_options("ig") == {"steps": studio.attribution.DEFAULT_STEPS, "rule": "gausslegendre",
+                                    "baseline": "black", "blur_sigma": None, "batch_size": 16}
+    assert set(method_options("gradcam")) == {"layer", "batch_size"}
+    for method, function in METHOD_FUNCTIONS.items():
+        signature = inspect.signature(function).parameters.values()
+        assert not any(p.kind == p.VAR_KEYWORD for p in signature), f"{method} swallows options"
+    with pytest.raises(StudioError, match="'samples'.*do not apply to gradcam: it takes layer, batch_size"):
+        attribute(lite0, photos["chelsea"], None, "gradcam", samples=4)
+    help_text = build_parser()._subparsers._group_actions[0].choices["attribute"].format_help()
+    assert "--samples" in help_text and "--blur-sigma" in help_text and "default 256" in help_text
+    assert main(["attribute", "efficientnet_lite0", "x.png", "--method", "gradcam", "--samples", "3"]) == 2

@@ -6,7 +6,7 @@ import torch
 import studio
 from studio import objectives as obj
 from studio.models import resize_to_input
-from studio.targets import forward_to
+from studio.hooks import forward_to
 from tests.conftest import hook_count
 
 CHANNELS = [0, 1, 2, 3, 7]
@@ -32,7 +32,7 @@ def test_rendered_channels_far_exceed_natural_images(lite0, channel_render, natu
     with torch.no_grad():
         acts = forward_to(lite0.module, lite0.spec.normalise(resize_to_input(result.images, lite0.spec)), ["blocks.4"])
     clean = acts["blocks.4"][torch.arange(len(CHANNELS)), CHANNELS].flatten(1).mean(1)
-    torch.testing.assert_close(clean, result.clean_activations, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(clean, result.clean_values, rtol=1e-4, atol=1e-4)
     ratios = clean / natural_max[CHANNELS]
     print("activation ratio to best natural image:", [round(r, 1) for r in ratios.tolist()])
     assert (natural_max[CHANNELS] > 0).all()
@@ -135,13 +135,34 @@ def test_render_command_writes_pngs_and_prints_activations(tmp_path, capsys):
     code = main(["render", "efficientnet_lite0", "blocks.3:1", 'logits:"Egyptian cat"', "--steps", "3",
                  "--size", "32", "--device", "cpu", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0 and "clean activation" in out and 'logits:"Egyptian cat"' in out
-    assert iio.imread(tmp_path / "blocks.3_1.png").shape == (32, 32, 3)
-    assert iio.imread(tmp_path / "logits_Egyptian_cat.png").shape == (32, 32, 3)
+    assert code == 0 and "clean activation" in out and 'logits:285 "Egyptian cat"' in out
+    assert iio.imread(tmp_path / "blocks.3_c01.png").shape == (32, 32, 3)  # blocks.3 has 80 channels
+    assert iio.imread(tmp_path / "logits_c285_Egyptian_cat.png").shape == (32, 32, 3)
     assert main(["render", "efficientnet_lite0", "blocks.3:1", "--steps", "2", "--size", "32", "--sheet",
                  "--device", "cpu", "--out", str(tmp_path / "sheet.png")]) == 0
     assert main(["render", "efficientnet_lite0", "blocks.9:1", "--steps", "2", "--device", "cpu"]) == 2
     assert "Unknown layer 'blocks.9'" in capsys.readouterr().err
+
+
+def test_render_command_model_optional_ranges_and_one_png_path(tmp_path, capsys):
+    """The model may be left out (the embedded one), ranges name several targets, and one target with a
+    .png path writes that file (not a folder of that name)."""
+    import imageio.v3 as iio
+
+    from studio.cli import main
+
+    assert main(["render", "blocks.3:1", "--steps", "2", "--size", "32", "--device", "cpu",
+                 "--out", str(tmp_path / "c1.png")]) == 0
+    assert (tmp_path / "c1.png").is_file() and iio.imread(tmp_path / "c1.png").shape == (32, 32, 3)
+    assert main(["render", "blocks.3:4-6", "--steps", "2", "--size", "32", "--device", "cpu",
+                 "--param", "maco", "--no-decorrelate", "--out", str(tmp_path / "many")]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["blocks.3_c04.png", "blocks.3_c05.png",
+                                                                      "blocks.3_c06.png"]
+    capsys.readouterr()
+    assert main(["render", "blocks.3:4-6", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "x.png")]) == 2
+    assert "one file but there are 3 targets" in capsys.readouterr().err
+    assert main(["render", "blocks.3:1", "--steps", "0", "--device", "cpu"]) == 2
+    assert "steps must be at least 1, not 0." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind, lr", [("maco", 0.05), ("pixel", 0.05), ("cppn", 0.005)])
@@ -155,7 +176,7 @@ def test_bfloat16_forward_keeps_the_result_close(lite0):
     exact = studio.render(lite0, targets, steps=12, size=48, seed=2)
     fast = studio.render(lite0, targets, steps=12, size=48, seed=2, precision="bfloat16")
     assert fast.settings["precision"] == "bfloat16" and fast.images.dtype == torch.float32
-    relative = ((fast.clean_activations - exact.clean_activations).abs() / exact.clean_activations.abs()).median()
+    relative = ((fast.clean_values - exact.clean_values).abs() / exact.clean_values.abs()).median()
     assert relative < 0.1, relative
     with pytest.raises(studio.StudioError, match="float32, bfloat16"):
         studio.render(lite0, targets, steps=1, precision="half")
@@ -171,7 +192,7 @@ def test_in_place_ops_after_a_captured_layer_do_not_corrupt_it():
         pre_relu = net[0](model.spec.normalise(result.images))
         expected = pre_relu[:, 1].mean((1, 2)) + net[2](torch.relu(pre_relu))[:, 0].mean((1, 2))
     assert (pre_relu[:, 1] < 0).any()  # the in-place ReLU would have changed this channel
-    torch.testing.assert_close(result.clean_activations, expected)
+    torch.testing.assert_close(result.clean_values, expected)
 
 
 def test_bad_size_transforms_param_and_device_are_clear_errors(lite0):

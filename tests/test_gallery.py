@@ -20,8 +20,9 @@ import torch
 
 from studio import batching, cli, gallery
 from studio.errors import StudioError
-from studio.gallery_output import LOCK, lock
-from studio.gallery_spec import load_spec, weights_sha256
+from studio.gallery.loading import weights_sha256
+from studio.gallery.output import LOCK, lock
+from studio.gallery.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ targets = [
 ]
 """
 IDS = [f"lite0/blocks.4/c00{c}_s0" for c in range(6)] + [
-    "lite0/blocks.5/c003_s0", "lite0/blocks.5/c007_s0", "lite0/logits/c285_s0", "lite0/blocks.3/c02_y3_x4_s0",
+    "lite0/blocks.5/c003_s0", "lite0/blocks.5/c007_s0", "lite0/logits/c285_Egyptian_cat_s0", "lite0/blocks.3/c02_y3_x4_s0",
     "lite0/blocks.4/c009_s0", "lite0/blocks.2/layer_s0"]
 
 
@@ -113,7 +114,7 @@ def test_dozen_units_render_and_manifest_sidecars_index_agree(dozen, lite0):
     # The whole layer renders alone (its objective covers every image of a batch); the rest share batches of 3.
     batches = {json.loads((out / i["sidecar"]).read_text())["batch"]["size"] for i in manifest["items"]}
     assert batches == {1, 2, 3}
-    caption = json.loads((out / "lite0/logits/c285_s0.json").read_text())
+    caption = json.loads((out / "lite0/logits/c285_Egyptian_cat_s0.json").read_text())
     assert caption["target"] == "logits:285" and "Egyptian cat" in caption["label"] and "Egyptian cat" in html
     # Grad-CAM of each unit on each photo, shown in the index.
     marker = json.loads((out / "lite0/blocks.4/c000.attribution.json").read_text())
@@ -285,15 +286,15 @@ def test_batcher_halves_on_out_of_memory_and_keeps_the_smaller_size():
 
 
 def test_gallery_run_recovers_from_out_of_memory_mid_batch(tmp_path, lite0, monkeypatch):
-    real = gallery.optimize
+    real = gallery.runner.optimize
 
-    def flaky(model, targets, **settings):  # an OOM two steps into any batch of more than two images
-        for snapshot in real(model, targets, **settings):
+    def flaky(model, targets, *args, **settings):  # an OOM two steps into any batch of more than two images
+        for snapshot in real(model, targets, *args, **settings):
             if len(targets) > 2 and snapshot.step >= 2:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
             yield snapshot
 
-    monkeypatch.setattr(gallery, "optimize", flaky)
+    monkeypatch.setattr(gallery.runner, "optimize", flaky)
     spec = write_spec(tmp_path, BASE.replace("steps = 2", "steps = 4\nsize = 32\nbatch = 4"))
     report = gallery.run(spec, tmp_path / "out", models={"efficientnet_lite0": lite0}, progress=False)
     assert report.halvings == [(4, 2)]

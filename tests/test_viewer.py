@@ -32,11 +32,11 @@ def expected_image(model, target, **settings) -> np.ndarray:
 def attribute_and_wait(qtbot, widget, start=None):
     """Start an attribution (``start()``, default the widget's Attribute) and return the heat-map layer
     once the job has finished (so the next one is not refused as busy)."""
-    added = []
-    widget.attribution_added.connect(added.append)
-    with qtbot.waitSignal(widget.attribution_finished, timeout=120_000):
+    panel, added = widget.attribution_panel, []
+    panel.added.connect(added.append)
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
         (start or widget.attribute)()
-    widget.attribution_added.disconnect(added.append)
+    panel.added.disconnect(added.append)
     assert added, widget.message.value
     return added[-1]
 
@@ -58,21 +58,22 @@ def studio_widget(make_napari_viewer, qtbot, lite0):
 @needs_display
 def test_render_streams_into_one_layer_and_ends_on_the_engine_image(studio_widget, qtbot, lite0):
     viewer, widget = studio_widget
+    panel = widget.render_panel
     widget.fill("blocks.4:12", steps=12, size=48, every=3, seed=3)
     shown = []
-    widget.frame_shown.connect(lambda f: shown.append((f.step, f.done, widget.render_layer, widget.render_layer.data.copy())))
-    with qtbot.waitSignal(widget.render_finished, timeout=120_000):
+    panel.frame_shown.connect(lambda f: shown.append((f.step, f.done, panel.image_layer, panel.image_layer.data.copy())))
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
         widget.run()
-        worker = widget.render_worker
+        worker = panel.worker
     assert [step for step, *_ in shown] == [3, 6, 9, 12]
-    assert len(viewer.layers) == 1 and all(layer is widget.render_layer for _, _, layer, _ in shown)  # one layer, in place
+    assert len(viewer.layers) == 1 and all(layer is panel.image_layer for _, _, layer, _ in shown)  # one layer, in place
     while_running = [data for _, done, _, data in shown if not done]
     assert len(while_running) >= 2 and not np.array_equal(while_running[0], while_running[-1])
-    final = widget.render_layer.data
+    final = panel.image_layer.data
     assert final.shape == (48, 48, 3) and not np.array_equal(while_running[-1], final)
     np.testing.assert_array_equal(final, expected_image(lite0, "blocks.4:12", steps=12, size=48, seed=3))
-    assert widget.progress_bar.n == 12 and not worker.is_running  # napari's progress bar reached the end
-    assert "12/12" in widget.status.value and "objective" in widget.status.value
+    assert panel.progress_bar.n == 12 and not worker.is_running  # napari's progress bar reached the end
+    assert "12/12" in panel.status.value and "objective" in panel.status.value
     assert hook_count(lite0.module) == 0
 
 
@@ -81,15 +82,16 @@ def test_render_streams_into_one_layer_and_ends_on_the_engine_image(studio_widge
 def test_a_channel_range_renders_as_a_stack_and_its_units_can_be_attributed(studio_widget, qtbot, lite0):
     viewer, widget = studio_widget
     widget.fill("blocks.3:5", steps=2, size=32, count=3, every=1)
-    with qtbot.waitSignal(widget.render_finished, timeout=120_000):
+    with qtbot.waitSignal(widget.render_panel.finished, timeout=120_000):
         widget.run()
-    layer = widget.render_layer
+    layer = widget.render_panel.image_layer
     assert layer.name == "blocks.3:5-7" and layer.data.shape == (3, 32, 32, 3) and layer.rgb
     assert viewer.dims.nsteps[0] == 3  # the channel is on the slider axis
     assert layer.metadata["studio_targets"] == ["blocks.3:5", "blocks.3:6", "blocks.3:7"]
-    widget.method.value, widget.attribution_target.value = "gradcam", "visualised unit"
+    explainer = widget.attribution_panel
+    explainer.method.value, explainer.explain.value = "gradcam", "visualised unit"
     heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layer))
-    assert heat.data.shape == (3, 32, 32)
+    assert heat.data.shape == (3, 32, 32) and heat.name == "blocks.3:5-7 · gradcam · blocks.3:5 ..."
     images = torch.from_numpy(layer.data).permute(0, 3, 1, 2)
     expected = studio.attribute(lite0, images, target=["blocks.3:5", "blocks.3:6", "blocks.3:7"], method="gradcam")
     np.testing.assert_allclose(heat.data, expected.numpy(), rtol=1e-5, atol=1e-7)
@@ -100,28 +102,29 @@ def test_a_channel_range_renders_as_a_stack_and_its_units_can_be_attributed(stud
 @pytest.mark.parametrize("how", ["stop button", "napari cancel"])
 def test_stop_ends_the_worker_keeps_the_last_image_and_leaves_no_hooks(studio_widget, qtbot, lite0, how):
     viewer, widget = studio_widget
+    panel = widget.render_panel
     flags = [p.requires_grad for p in lite0.module.parameters()]
     widget.fill("blocks.4:12", steps=5000, size=48, every=2)
     asked = []
 
     def stop_after_a_few(frame) -> None:
         if frame.step >= 4 and not asked:
-            asked.append(widget._last_frame.step)
-            widget.stop_button.changed.emit(True) if how == "stop button" else widget.render_worker.quit()
-    widget.frame_shown.connect(stop_after_a_few)
-    with qtbot.waitSignal(widget.render_finished, timeout=120_000) as finished:
+            asked.append(panel.last_frame.step)
+            panel.stop_button.changed.emit(True) if how == "stop button" else panel.worker.quit()
+    panel.frame_shown.connect(stop_after_a_few)
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as finished:
         widget.run()
-        worker = widget.render_worker
+        worker = panel.worker
     last = finished.args[0]
-    assert widget.render_worker is None and not worker.is_running
+    assert panel.worker is None and not worker.is_running
     assert last.step <= asked[0] + 2  # cancelled within a step or two
-    shown = widget.render_layer.data
+    shown = panel.image_layer.data
     assert shown.shape == (48, 48, 3) and shown.std() > 0  # the last image stays
     if how == "stop button":
         assert last.stopped and np.array_equal(shown, last.images[0])
     assert hook_count(lite0.module) == 0
     assert [p.requires_grad for p in lite0.module.parameters()] == flags  # the engine's frozen() was exited
-    assert widget.run_button.enabled and not widget.stop_button.enabled
+    assert panel.run_button.enabled and not panel.stop_button.enabled
 
 
 @gui
@@ -129,10 +132,11 @@ def test_stop_ends_the_worker_keeps_the_last_image_and_leaves_no_hooks(studio_wi
 def test_attribution_adds_an_aligned_heat_map_equal_to_studio_attribute(studio_widget, qtbot, lite0, photos):
     viewer, widget = studio_widget
     photo = to_uint8(photos["chelsea"])
+    explainer = widget.attribution_panel
     layer = viewer.add_image(photo, rgb=True, name="chelsea", scale=(2, 2), translate=(10, -5))
-    assert widget.source.value is layer
-    widget.method.value, widget.attribution_target.value = "gradcam", "top class"
-    heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute_button.changed.emit(True))
+    assert explainer.source.value is layer
+    explainer.method.value, explainer.explain.value = "gradcam", "top class"
+    heat = attribute_and_wait(qtbot, widget, lambda: explainer.attribute_button.changed.emit(True))
     assert heat.data.shape == photo.shape[:2]
     expected = studio.attribute(lite0, from_uint8(photo)[None], target=None, method="gradcam")[0]
     np.testing.assert_allclose(heat.data, expected.numpy(), rtol=1e-5, atol=1e-7)
@@ -141,10 +145,10 @@ def test_attribution_adds_an_aligned_heat_map_equal_to_studio_attribute(studio_w
     assert heat.opacity == pytest.approx(0.5)
     np.testing.assert_array_equal(heat.scale, layer.scale)
     np.testing.assert_array_equal(heat.translate, layer.translate)
-    assert [entry[1] for entry in widget.source._default_choices()] == [layer]  # heat maps are not sources
+    assert [entry[1] for entry in explainer.source._default_choices()] == [layer]  # heat maps are not sources
 
     widget.fill("blocks.4:12")
-    widget.method.value, widget.attribution_target.value = "saliency", "visualised unit"
+    explainer.method.value, explainer.explain.value = "saliency", "visualised unit"
     heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layer))
     expected = studio.attribute(lite0, from_uint8(photo)[None], target="blocks.4:12", method="saliency")[0]
     np.testing.assert_allclose(heat.data, expected.numpy(), rtol=1e-5, atol=1e-7)
@@ -160,28 +164,61 @@ def test_errors_reach_the_user_and_leave_the_widget_usable(studio_widget, qtbot,
 
     real = streaming.optimize
 
-    def out_of_memory(model, targets, **settings):
-        engine = real(model, targets, **settings)
+    def out_of_memory(model, targets, settings=None, **options):
+        engine = real(model, targets, settings, **options)
         yield next(engine)
         engine.close()
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     monkeypatch.setattr(streaming, "optimize", out_of_memory)
+    panel = widget.render_panel
     widget.fill("blocks.4:12", steps=50, size=32)
     with qtbot.waitSignal(widget.failed, timeout=120_000) as failed, \
-            qtbot.waitSignal(widget.render_finished, timeout=120_000):
+            qtbot.waitSignal(panel.finished, timeout=120_000):
         widget.run()
     assert "Out of memory" in failed.args[0] and "Out of memory" in widget.message.value
-    assert widget.run_button.enabled and widget.render_worker is None and hook_count(lite0.module) == 0
+    assert panel.run_button.enabled and panel.worker is None and hook_count(lite0.module) == 0
 
-    widget.fill(count=200)  # a user error is reported before any worker starts
+    widget.fill(count=200)  # user errors are reported before any worker starts
     widget.run()
-    assert widget.render_worker is None and "channels 0 to 111" in widget.message.value
+    assert panel.worker is None and "channels are 0 to 111" in widget.message.value
+    widget.fill(count=1, lr=0.0)
+    widget.run()
+    assert panel.worker is None and widget.message.value == "lr must be positive, not 0.0."
 
     monkeypatch.setattr(streaming, "optimize", real)
-    widget.fill(count=1, steps=3, every=1)
-    with qtbot.waitSignal(widget.render_finished, timeout=120_000):
+    widget.fill(lr=0.05, steps=3, every=1)
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
         widget.run()
-    assert widget._last_frame.done and widget.render_layer.data.shape == (32, 32, 3)
+    assert panel.last_frame.done and panel.image_layer.data.shape == (32, 32, 3)
+
+
+@gui
+@needs_display
+def test_the_render_fields_are_the_render_settings_and_what_is_chosen_reaches_the_engine(studio_widget, qtbot):
+    from studio.param import PARAM_KINDS
+    from studio.settings import RenderSettings, setting_fields
+    from studio.viewer.streaming import VIEWER_FIELDS, field_range
+
+    viewer, widget = studio_widget
+    panel = widget.render_panel
+    assert list(panel.fields) == [spec.name for spec in (*VIEWER_FIELDS, *setting_fields())]
+    assert tuple(panel.fields["param"].choices) == PARAM_KINDS  # every parameterisation the engine has
+    for spec in setting_fields():
+        field = panel.fields[spec.name]
+        if spec.choices is None and spec.kind in (int, float):
+            assert (field.min, field.max) == field_range(spec)
+    assert panel.request().settings == RenderSettings()  # the fields start at the settings' defaults
+
+    chosen = {"param": "pixel", "steps": 2, "size": 40, "lr": 0.0125, "transforms": "none", "decorrelate": False,
+              "decay_power": 1.5, "precision": "bfloat16"}
+    assert set(chosen) == {spec.name for spec in setting_fields()}
+    assert all(chosen[spec.name] != spec.default for spec in setting_fields())
+    widget.fill("blocks.4:12", **chosen)
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as finished:
+        widget.run()
+    record = finished.args[0].result.settings
+    assert {name: record[name] for name in chosen} == chosen
+    assert panel.image_layer.data.shape == (40, 40, 3)
 
 
 @gui
@@ -191,8 +228,9 @@ def test_the_plugin_menu_entry_opens_the_widget_and_loads_the_default_model(make
     _, widget = viewer.window.add_plugin_dock_widget("feature-studio", "Feature Studio")
     qtbot.waitUntil(lambda: widget.load_worker is None, timeout=120_000)
     assert widget.model is not None and widget.model.name == "efficientnet_lite0"
-    assert "blocks.4" in widget.layer.choices and widget.layer.value == "blocks.4"
-    assert widget.channel.max == 111
+    panel = widget.render_panel
+    assert "blocks.4" in panel.layer.choices and panel.layer.value == "blocks.4"
+    assert panel.channel.max == 111
 
 
 @gui
@@ -238,8 +276,54 @@ def test_import_studio_imports_neither_qt_nor_napari():
     assert done.returncode == 0, done.stderr
 
 
-def test_studio_view_checks_field_ranges_before_opening_a_window(capsys):
+def test_studio_view_checks_its_settings_before_loading_a_model_or_opening_a_window(capsys, monkeypatch):
     from studio.cli import main
+    from studio.commands import view
 
-    assert main(["view", "--size", "8", "--device", "cpu"]) == 2
-    assert "--size must be between 16 and 2048, not 8" in capsys.readouterr().err
+    monkeypatch.setattr(view, "model_from_args", lambda args: pytest.fail("the model loaded before the check"))
+    assert main(["view", "--size", "4", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "studio: error: size must be at least 8, not 4."
+    assert main(["view", "--count", "0", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "studio: error: count must be at least 1, not 0."
+
+
+def test_the_viewer_offers_every_attribution_method_and_takes_no_setting_limits_of_its_own():
+    from studio.attribution import METHODS as LIBRARY_METHODS
+    from studio.settings import setting_fields
+    from studio.viewer.streaming import METHODS, UNBOUNDED, VIEWER_FIELDS, field_range
+
+    assert sorted(METHODS) == sorted(LIBRARY_METHODS) and METHODS[0] == "gradcam"
+    assert not {spec.name for spec in VIEWER_FIELDS} & {spec.name for spec in setting_fields()}
+    limits = {spec.name: field_range(spec) for spec in setting_fields() if spec.kind in (int, float)}
+    assert limits == {"steps": (1, 100_000), "size": (8, 2048), "lr": (0, UNBOUNDED), "decay_power": (0.0, UNBOUNDED)}
+
+
+def test_render_requests_build_their_targets_with_the_target_grammar(lite0):
+    from studio.viewer.streaming import RenderRequest, render_label
+
+    classes = RenderRequest("logits", "channel", "tabby", count=2).targets(lite0)
+    assert [t.name for t in classes] == ["logits:281", "logits:282"] and render_label(classes) == "logits:281-282"
+    assert render_label(RenderRequest("logits", "channel", "285").targets(lite0)) == "Egyptian cat"
+    neurons = RenderRequest("blocks.4", "neuron", 3, position=(2, 5), count=2).targets(lite0)
+    assert [t.name for t in neurons] == ["blocks.4:3@2,5", "blocks.4:4@2,5"]
+    assert render_label(neurons) == "blocks.4:3-4@2,5"
+    assert [t.name for t in RenderRequest("blocks.4", "layer", 7, count=5).targets(lite0)] == ["blocks.4"]
+    with pytest.raises(studio.StudioError, match="valid channels are 0 to 111"):
+        RenderRequest("blocks.4", "channel", 12, count=200).targets(lite0)
+    with pytest.raises(studio.StudioError, match="needs a position"):
+        RenderRequest("blocks.4", "neuron", 12).targets(lite0)
+
+
+def test_studio_view_offers_every_render_setting_with_its_default(capsys):
+    from studio.cli import build_parser
+    from studio.commands.common import render_settings_from_args
+    from studio.param import PARAM_KINDS
+
+    parser = build_parser()
+    args = parser.parse_args(["view", "--param", "cppn", "--decay-power", "0.5", "--no-decorrelate", "--count", "3"])
+    assert render_settings_from_args(args) == studio.RenderSettings(param="cppn", decay_power=0.5, decorrelate=False)
+    assert (args.count, args.seed, args.method) == (3, 0, "gradcam")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["view", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(PARAM_KINDS) + "}" in text and "optimisation steps (default: 512)" in text

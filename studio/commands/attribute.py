@@ -1,39 +1,69 @@
-"""``studio attribute MODEL IMAGE ...``: attribution heat maps of photos, as raw ``.npy`` maps or ``.png`` overlays.
+"""``studio attribute [MODEL] IMAGE ...``: attribution heat maps of photos, as raw ``.npy`` maps or ``.png`` overlays.
 
 ``--out maps.npy`` writes the raw float32 maps at each photo's resolution: ``H x W`` for one photo,
 ``N x H x W`` (in argument order) for several photos of one size. Photos of different sizes cannot share
 one array, so each gets its own file, ``maps-0.npy``, ``maps-1.npy``, ... numbered by argument position;
-``.png`` overlays are numbered the same way whenever there is more than one photo.
+``.png`` overlays are numbered the same way whenever there is more than one photo. Each method's options
+(``--steps``, ``--samples``, ...) come from its signature; one that the method does not take is an error.
 """
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from studio.attribution import DEFAULT_STEPS, METHODS, SIGNED_METHODS, explain, num_classes, overlay, top_classes
-from studio.commands.common import add_model_arguments, model_from_args
+from studio.attribution import METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, explain, method_options, top_classes
+from studio.commands.common import MODEL_HELP, add_weight_arguments, model_from_args, split_model
+from studio.display import overlay
 from studio.errors import StudioError
 from studio.io import atomic_write, read_image, write_image
+from studio.targets import class_count
+
+#: Help of each method option; the options, their types and defaults come from the methods' signatures.
+OPTION_HELP = {
+    "steps": "Integrated Gradients steps",
+    "rule": "Integrated Gradients rule: gausslegendre or riemann_middle",
+    "baseline": "Integrated Gradients baseline: black, blurred, a grey level in [0, 1] or an image file",
+    "blur_sigma": "Gaussian blur of the blurred baseline, in pixels at the model's input size",
+    "samples": "SmoothGrad samples",
+    "noise": "SmoothGrad noise, as a fraction of the value range",
+    "seed": "SmoothGrad noise seed",
+    "layer": "Grad-CAM layer (default: the unit's own map, else the last convolutional block)",
+    "batch_size": "forward passes per chunk (memory)",
+}
+
+
+def option_types() -> dict[str, type]:
+    """Every option any method takes, with the type the command line parses it as (the first of int, float
+    and str in its annotation)."""
+    types: dict[str, type] = {}
+    for method in METHODS:
+        hints = typing.get_type_hints(METHOD_FUNCTIONS[method])
+        for name in method_options(method):
+            members = typing.get_args(hints[name]) or (hints[name],)
+            types[name] = next(kind for kind in (int, float, str) if kind in members)
+    return types
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("attribute", help="heat maps of where a class or unit looks in photos")
-    add_model_arguments(parser)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photos (PNG, JPEG, TIFF)")
+    parser = subparsers.add_parser("attribute", help="heat maps of where a class or unit looks in photos",
+                                   description="Attribute each photo. MODEL may be left out: " + MODEL_HELP)
+    parser.add_argument("positionals", nargs="+", metavar="[MODEL] IMAGE", help="photos (PNG, JPEG, TIFF)")
+    add_weight_arguments(parser)
     parser.add_argument("--method", choices=METHODS, default="gradcam")
     parser.add_argument("--target", default=None,
                         help='class index or label, or a unit such as blocks.5:17 (default: each photo\'s top-1 class)')
-    parser.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last convolutional block)")
     parser.add_argument("--out", default=None, help="maps.npy (raw maps) or overlay.png (heat map over the photo)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Integrated Gradients steps")
-    parser.add_argument("--baseline", default="black", help="Integrated Gradients baseline: black, blurred, a grey "
-                                                            "level in [0, 1] or an image file")
-    parser.add_argument("--samples", type=int, default=25, help="SmoothGrad samples")
-    parser.add_argument("--noise", type=float, default=0.15, help="SmoothGrad noise, as a fraction of the value range")
-    parser.add_argument("--batch-size", type=int, default=16, help="forward passes per chunk (memory)")
+    group = parser.add_argument_group("method options (each applies only to the methods that take it)")
+    for name, kind in option_types().items():
+        users = [m for m in METHODS if name in method_options(m)]
+        defaults = {method_options(m)[name] for m in users}
+        default = f"; default {defaults.pop()}" if len(defaults) == 1 else ""
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                           help=f"{OPTION_HELP[name]} ({', '.join(users)}{default})")
     parser.add_argument("--colormap", default="viridis", help="overlay colormap (kornia names: viridis, plasma, ...)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     parser.set_defaults(run=run)
@@ -62,24 +92,32 @@ def output_paths(out: Path, shapes: list[tuple[int, int]]) -> list[Path]:
 
 
 def run(args) -> int:
+    args.model, paths = split_model(args.positionals)
+    if not paths:
+        raise StudioError(f"Name at least one photo after the model {args.model!r}.")
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".npy", ".png"):
         raise StudioError(f"Output {args.out!r} must end in .npy (raw maps) or .png (overlays).")
-    images = [read_image(path) for path in args.images]
-    baseline = _baseline(args.baseline)
+    options = {name: getattr(args, name) for name in option_types() if getattr(args, name) is not None}
+    taken = method_options(args.method)
+    wrong = [f"--{name.replace('_', '-')}" for name in options if name not in taken]
+    if wrong:
+        raise StudioError(f"{', '.join(wrong)} does not apply to {args.method}; its options are "
+                          f"{', '.join('--' + n.replace('_', '-') for n in taken)}.")
+    if "baseline" in options:
+        options["baseline"] = _baseline(options["baseline"])
+    images = [read_image(path) for path in paths]
     model = model_from_args(args)
-    options = dict(steps=args.steps, baseline=baseline, samples=args.samples, noise=args.noise,
-                   batch_size=args.batch_size)
     results = []
     slow = args.method in ("integrated_gradients", "smoothgrad")
-    for path, image in tqdm(list(zip(args.images, images)), desc=args.method, unit="image",
+    for path, image in tqdm(list(zip(paths, images)), desc=args.method, unit="image",
                             disable=len(images) < 2 and not slow):
-        result = explain(model, image.to(model.device), args.target, args.method, args.layer, **options)
+        result = explain(model, image.to(model.device), args.target, args.method, **options)
         results.append(result)
-        lines = [f"{path}: {result.method} of {result.targets[0]}" + (f" at {result.layer}" if result.layer else "")]
-        if num_classes(model) is not None:
+        lines = [f"{path}: {result.method} of {result.targets[0].description}" + (f" at {result.layer}" if result.layer else "")]
+        if class_count(model) is not None:
             lines += [f"  {rank}. {label} ({index}) {prob:.3f}"
-                      for rank, (index, label, prob) in enumerate(top_classes(model, image.to(model.device))[0], 1)]
+                      for rank, (index, label, prob) in enumerate(top_classes(model, image)[0], 1)]
         if result.completeness_error is not None:
             lines.append(f"  completeness error {100 * result.completeness_error.item():.2f} % "
                          f"(f(x) - f(baseline) = {(result.scores - result.baseline_scores).item():.4f})")
@@ -87,14 +125,14 @@ def run(args) -> int:
     if out is None:
         return 0
     maps = [r.maps[0].cpu() for r in results]
-    paths = output_paths(out, [tuple(m.shape) for m in maps])
+    written = output_paths(out, [tuple(m.shape) for m in maps])
     if out.suffix.lower() == ".npy":
-        arrays = [np.stack([m.numpy() for m in maps])] if len(paths) == 1 and len(maps) > 1 else [m.numpy() for m in maps]
-        for path, array in zip(paths, arrays):
+        arrays = [np.stack([m.numpy() for m in maps])] if len(written) == 1 and len(maps) > 1 else [m.numpy() for m in maps]
+        for path, array in zip(written, arrays):
             atomic_write(path, lambda tmp, a=array: _save_npy(tmp, a))
     else:
         signed = args.method in SIGNED_METHODS
-        for path, image, heat in zip(paths, images, maps):
+        for path, image, heat in zip(written, images, maps):
             write_image(path, overlay(image, heat, signed=signed, colormap=args.colormap, alpha=args.alpha))
-    print(f"wrote {', '.join(map(str, paths))}")
+    print(f"wrote {', '.join(map(str, written))}")
     return 0

@@ -1,10 +1,15 @@
-"""Arguments shared by several subcommands."""
+"""Arguments shared by several subcommands: the model, and the render settings (derived from
+:class:`studio.settings.RenderSettings`, so every setting is an option with its own help and choices)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from studio.models import DEFAULT_MODEL, StudioModel, load_model
+from studio.models import DEFAULT_MODEL, EMBEDDED, StudioModel, load_model
+from studio.settings import RenderSettings, setting_fields
+
+MODEL_HELP = "efficientnet_lite0 (default), torchvision:NAME, timm:NAME, file.py:factory or model.pt"
 
 
 def register(subparsers) -> None:
@@ -12,13 +17,50 @@ def register(subparsers) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
-    """``MODEL`` (positional; when ``optional``, defaults to the embedded model), ``--random-weights``, ``--device``."""
-    parser.add_argument("model", nargs="?" if optional else None, default=DEFAULT_MODEL,
-                            help="efficientnet_lite0 (default), torchvision:NAME, timm:NAME, file.py:factory or model.pt")
+    """``MODEL`` (positional; when ``optional``, defaults to the embedded model), ``--random-weights``, ``--device``.
+    Commands whose model is followed by other positionals take it through :func:`split_model` instead."""
+    if optional:
+        parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_weight_arguments(parser)
+
+
+def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-weights", action="store_true", help="do not load pretrained weights")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+
+
+def looks_like_model(text: str) -> bool:
+    """Whether a positional argument names a model rather than a target or an image."""
+    return (text in EMBEDDED or text.startswith(("torchvision:", "timm:")) or ".py:" in text
+            or text.endswith((".pt", ".pth", ".ts")))
+
+
+def split_model(positionals: Sequence[str]) -> tuple[str, list[str]]:
+    """``[MODEL] REST...``: the model when the first argument names one, else the embedded default."""
+    if positionals and looks_like_model(positionals[0]):
+        return positionals[0], list(positionals[1:])
+    return DEFAULT_MODEL, list(positionals)
 
 
 def model_from_args(args: argparse.Namespace) -> StudioModel:
     """Load the model the arguments name."""
     return load_model(args.model, pretrained=not args.random_weights, device=args.device)
+
+
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per render setting (``--steps``, ``--param``, ``--decay-power``, ``--no-decorrelate`` ...)."""
+    group = parser.add_argument_group("render settings")
+    for spec in setting_fields():
+        flag = f"--{spec.name.replace('_', '-')}"
+        helptext = f"{spec.help} (default: {spec.default})"
+        if spec.kind is bool:
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        else:
+            group.add_argument(flag, dest=spec.name, type=spec.kind, choices=spec.choices, default=None,
+                               help=helptext, metavar=None if spec.choices else spec.name.upper())
+
+
+def render_settings_from_args(args: argparse.Namespace) -> RenderSettings:
+    """The settings the options name; options left out keep their defaults."""
+    given = {spec.name: getattr(args, spec.name) for spec in setting_fields() if getattr(args, spec.name) is not None}
+    return RenderSettings().updated(given)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.attribution import METHODS
-from studio.commands.common import add_model_arguments, model_from_args
+from studio.commands.common import add_model_arguments, add_render_arguments, model_from_args, render_settings_from_args
 from studio.errors import StudioError
+from studio.viewer.streaming import DEFAULT_LAYER, METHODS, VIEWER_FIELDS
 
 INSTALL_HINT = "studio view needs napari and Qt: install the viewer extra with pip install 'feature-studio[viewer]'."
 
@@ -17,18 +17,21 @@ def register(subparsers) -> None:
                                                "With --screenshot, render, attribute each --image, save the "
                                                "window as PNG and exit.")
     add_model_arguments(parser, optional=True)
-    parser.add_argument("--target", default=None, help='unit to fill in: blocks.4:12, blocks.4:12@7,7, logits:"tabby"')
+    parser.add_argument("--target", default=None,
+                        help='unit to fill in: blocks.4:12, blocks.4:12@7,7, logits:"tabby" '
+                             f"(default: channel 0 of {DEFAULT_LAYER}, or of the middle layer without one)")
     parser.add_argument("--image", nargs="+", action="extend", default=[], metavar="PATH",
                         help="photos to open as layers (and attribute, with --screenshot)")
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (widget default 256)")
-    parser.add_argument("--size", type=int, default=None, help="image size in pixels (widget default 128)")
-    parser.add_argument("--count", type=int, default=None, help="channels at once, rendered as a stack")
-    parser.add_argument("--param", choices=["fourier", "pixel"], default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--method", default="gradcam", choices=METHODS, help="attribution method (default gradcam)")
+    add_render_arguments(parser)
+    viewer = parser.add_argument_group("viewer fields")
+    for spec in VIEWER_FIELDS:
+        viewer.add_argument(f"--{spec.name}", type=spec.kind, default=spec.default, metavar=spec.name.upper(),
+                            help=f"{spec.help} (default: {spec.default})")
+    parser.add_argument("--method", default=METHODS[0], choices=METHODS,
+                        help=f"attribution method (default: {METHODS[0]})")
     parser.add_argument("--screenshot", metavar="OUT.png", default=None,
                         help="render, attribute, save the whole window here (and OUT.json) and exit")
-    parser.add_argument("--window-size", default="1600x1000", metavar="WxH", help="window size for --screenshot")
+    parser.add_argument("--window-size", default="1600x1000", metavar="WxH", help="window size (default: 1600x1000)")
     parser.set_defaults(run=run)
 
 
@@ -47,17 +50,13 @@ def run(args) -> int:
         width, height = (int(v) for v in args.window_size.lower().split("x"))
     except ValueError:
         raise StudioError(f"--window-size takes WIDTHxHEIGHT such as 1600x1000, not {args.window_size!r}.") from None
+    settings = render_settings_from_args(args)  # bad values fail here, before the model loads or a window opens
+    fields = {spec.name: spec.check(getattr(args, spec.name)) for spec in VIEWER_FIELDS}
     images = [(Path(path).stem, read_image(path)) for path in args.image]
     model = model_from_args(args)
     if args.target is not None:
         parse_target(args.target, model)  # a bad target fails here, before any window opens
-    fields = {"steps": args.steps, "size": args.size, "count": args.count, "param": args.param, "seed": args.seed}
-    from studio.viewer.streaming import FIELD_RANGES
-
-    for name, (low, high) in FIELD_RANGES.items():
-        if fields[name] is not None and not low <= fields[name] <= high:
-            raise StudioError(f"--{name} must be between {low} and {high}, not {fields[name]}.")
     from studio.viewer.app import open_studio
 
-    return open_studio(model, target=args.target, images=images, fields=fields, screenshot=args.screenshot,
-                       method=args.method, window_size=(width, height))
+    return open_studio(model, target=args.target, images=images, settings=settings, fields=fields,
+                       screenshot=args.screenshot, method=args.method, window_size=(width, height))

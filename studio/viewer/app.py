@@ -16,17 +16,20 @@ from qtpy.QtWidgets import QApplication, QWidget
 from studio.errors import StudioError
 from studio.io import to_uint8, write_image, write_json
 from studio.models import StudioModel
-from studio.viewer.widget import HEATMAP_KEY, StudioWidget
+from studio.settings import RenderSettings
+from studio.viewer.streaming import HEATMAP_KEY, METHODS, TARGETS_KEY
+from studio.viewer.widget import StudioWidget
 
 #: Gap between tiles in the screenshot layout, as a fraction of the tile height.
 GAP = 0.06
 
 
 def open_studio(model: StudioModel, *, target: str | None = None, images: Sequence[tuple[str, torch.Tensor]] = (),
-                fields: dict | None = None, screenshot: str | None = None, method: str = "gradcam",
-                window_size: tuple[int, int] = (1600, 1000), timeout: float = 1800) -> int:
-    """Open napari with the studio docked, its fields filled (``target``, ``fields`` by name) and ``images``
-    (``(name, [3, H, W])``) as layers. Without ``screenshot``, run napari's event loop until the window closes.
+                settings: RenderSettings | None = None, fields: dict | None = None, screenshot: str | None = None,
+                method: str = METHODS[0], window_size: tuple[int, int] = (1600, 1000), timeout: float = 1800) -> int:
+    """Open napari with the studio docked, its fields filled (``target``, ``settings``, the viewer's own
+    ``fields`` by name) and ``images`` (``(name, [3, H, W])``) as layers. Without ``screenshot``, run napari's
+    event loop until the window closes.
 
     With ``screenshot``: render, attribute each image for the rendered unit and for its top class
     (``method``), lay the layers out side by side, save the whole window to ``screenshot`` with a JSON
@@ -37,10 +40,10 @@ def open_studio(model: StudioModel, *, target: str | None = None, images: Sequen
         viewer.window._qt_window.resize(*window_size)
         widget = StudioWidget(viewer, model=model, autoload=False)
         viewer.window.add_dock_widget(widget, name="Feature Studio", area="right")
-        widget.fill(target, method=method, **(fields or {}))
+        widget.fill(target, method=method, **(settings.as_dict() if settings else {}), **(fields or {}))
         photos = [viewer.add_image(to_uint8(image), rgb=True, name=name) for name, image in images]
         if photos:
-            widget.source.value = photos[0]
+            widget.attribution_panel.source.value = photos[0]
         arrange(viewer, [[photo] for photo in photos])
         if screenshot is None:
             napari.run()
@@ -54,26 +57,27 @@ def open_studio(model: StudioModel, *, target: str | None = None, images: Sequen
 def _make_figure(viewer, widget: StudioWidget, photos: list[Image], path: str, timeout: float) -> int:
     errors: list[str] = []
     widget.failed.connect(errors.append)
-    _run_and_wait(widget.run, widget.render_finished, lambda: widget.render_worker is not None, timeout)
-    if errors or widget.render_layer is None:
-        raise StudioError(errors[0] if errors else "The render did not produce an image.")
-    render = widget.render_layer
+    renderer, explainer = widget.render_panel, widget.attribution_panel
+    _run_and_wait(widget.run, renderer.finished, lambda: renderer.worker is not None, timeout)
+    frame = renderer.last_frame
+    if errors or frame is None or not frame.done:
+        raise StudioError(errors[0] if errors else f"The render did not finish within {timeout:g} seconds.")
+    render = renderer.image_layer
     groups = [[render]]
     for photo in photos:
         pairs = [(photo, "visualised unit"),
                  (viewer.add_image(photo.data, rgb=True, name=f"{photo.name} (top class)"), "top class")]
         for layer, choice in pairs:
-            widget.attribution_target.value = choice
+            explainer.explain.value = choice
             added: list[Image] = []
-            widget.attribution_added.connect(added.append)
-            _run_and_wait(lambda layer=layer: widget.attribute(layer), widget.attribution_finished,
-                          lambda: widget.attribution_worker is not None, timeout)
-            widget.attribution_added.disconnect(added.append)
+            explainer.added.connect(added.append)
+            _run_and_wait(lambda layer=layer: widget.attribute(layer), explainer.finished,
+                          lambda: explainer.worker is not None, timeout)
+            explainer.added.disconnect(added.append)
             if errors:
                 raise StudioError(errors[0])
             groups.append([layer, *added])
     arrange(viewer, groups)
-    frame = widget._last_frame
     viewer.text_overlay.visible = True
     viewer.text_overlay.text = f"{render.name} · {frame.step} steps · objective {frame.values.mean():.3g}"
     viewer.text_overlay.font_size = 10
@@ -82,8 +86,8 @@ def _make_figure(viewer, widget: StudioWidget, photos: list[Image], path: str, t
     _settle()
     shot = viewer.screenshot(canvas_only=False, flash=False)
     written = write_image(path, np.ascontiguousarray(shot[..., :3]))
-    record = {"screenshot": str(written), "model": widget.model.name, "targets": render.metadata.get("studio_targets"),
-              "settings": vars(widget.request()), "steps_done": frame.step,
+    record = {"screenshot": str(written), "model": widget.model.name, "targets": render.metadata.get(TARGETS_KEY),
+              "settings": frame.result.settings, "steps_done": frame.step,
               "objective": [float(v) for v in frame.values], "device": str(widget.model.device),
               "layers": {layer.name: {"box": window_box(viewer, layer, shot.shape),
                                       "heatmap": bool(layer.metadata.get(HEATMAP_KEY))}

@@ -1,35 +1,62 @@
-"""The Qt-free core of the napari studio: what to render (from the widget's fields), the generator its
-worker thread runs, attribution jobs, and conversions between napari layer data and image tensors.
+"""The Qt-free core of the napari studio: the viewer's own fields, what to render (from the panel's fields),
+the generator its worker thread runs, attribution jobs, and conversions between napari layer data and
+image tensors.
 
 Nothing here imports napari or Qt, so it runs (and is tested) without a display.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from studio.attribution import CAM_METHODS
+from studio.attribution import METHODS as ATTRIBUTION_METHODS
+from studio.attribution import explain
 from studio.engine import RenderResult, optimize
 from studio.errors import StudioError
 from studio.io import from_uint8
 from studio.models import StudioModel
-from studio.targets import LOGITS, OUTPUT, parse_target
+from studio.settings import RenderSettings, SettingField
+from studio.targets import Target, parse_target, parse_targets
 
-#: Objective kinds the widget offers: a channel's mean, one neuron of a channel, a whole layer (DeepDream).
+#: Objective kinds the render panel offers: a channel's mean, one neuron of a channel, a whole layer (DeepDream).
 KINDS = ("channel", "neuron", "layer")
-#: Attribution methods, in the order the widget lists them.
-METHODS = ("gradcam", "gradcam++", "saliency", "smoothgrad", "integrated_gradients", "gradient_x_input")
+#: Every attribution method, in the order the attribution panel lists them (the first is its default):
+#: Grad-CAM first, as it reads best over a photo, then the gradient methods.
+METHODS = (*CAM_METHODS, *(method for method in ATTRIBUTION_METHODS if method not in CAM_METHODS))
 #: What an attribution explains: the top class, the unit being visualised, or a class named by the user.
 ATTRIBUTION_TARGETS = ("top class", "visualised unit", "class")
-#: Allowed (min, max) of the widget's numeric fields, checked by ``studio view`` before a window opens.
-FIELD_RANGES = {"steps": (1, 100_000), "size": (16, 2048), "count": (1, 256), "seed": (0, 2**31 - 1)}
+#: The layer the render panel starts on when the model has it.
+DEFAULT_LAYER = "blocks.4"
+#: The render panel's fields that are not render settings (``studio view`` offers them as options too).
+VIEWER_FIELDS = (
+    SettingField("count", int, 1, "channels at once: render this many consecutive units as a stack on the "
+                 "slider axis", minimum=1, maximum=256),
+    SettingField("every", int, 4, "show the image every N steps", minimum=1, maximum=1000),
+    SettingField("seed", int, 0, "random seed of the first image (image i gets seed + i)",
+                 minimum=0, maximum=2**31 - 1),
+)
+#: Bound of a spin box for a setting that has no limit of its own (the setting's validation still applies).
+UNBOUNDED = 10**9
+#: napari layer metadata: heat-map layers are marked, rendered layers record their target names.
+HEATMAP_KEY = "studio_heatmap"
+TARGETS_KEY = "studio_targets"
+
+_VIEWER_DEFAULTS = {spec.name: spec.default for spec in VIEWER_FIELDS}
+
+
+def field_range(spec: SettingField) -> tuple[float, float]:
+    """The (min, max) a spin box offers for a numeric field: its own limits, else unbounded (a positive
+    setting starts at 0 and its validation names the problem)."""
+    low = spec.minimum if spec.minimum is not None else (0 if spec.positive else -UNBOUNDED)
+    return low, spec.maximum if spec.maximum is not None else UNBOUNDED
 
 
 class WorkerError(Exception):
@@ -41,8 +68,8 @@ class WorkerError(Exception):
     """
 
 
-def explain(error: BaseException) -> str:
-    """One sentence for the user about an exception raised while rendering or attributing."""
+def error_message(error: BaseException) -> str:
+    """One sentence for the user about an exception raised while loading, rendering or attributing."""
     if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
         return ("Out of memory: lower the image size or the number of channels at once, "
                 "or pick the CPU as device.")
@@ -52,78 +79,52 @@ def explain(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else 'no message'}"
 
 
-def layer_name(layer: str) -> str:
-    """How a module path is shown to users (the model output is ``logits``)."""
-    return LOGITS if layer == OUTPUT else layer
-
-
 @dataclass
 class RenderRequest:
-    """What the render half of the widget asks for.
+    """What the render panel asks for: a unit, the viewer's own fields and the render settings.
 
     ``unit`` is a channel number, or for ``logits`` a class index or label. ``count`` consecutive units
     starting at ``unit`` render as one batch (a stack with the unit on napari's slider axis).
     """
 
-    layer: str = "blocks.4"
+    layer: str = DEFAULT_LAYER
     kind: str = "channel"
     unit: str | int = 0
-    count: int = 1
-    position: tuple[int, int] | None = None
-    param: str = "fourier"
-    steps: int = 256
-    size: int = 128
-    seed: int = 0
-    every: int = 4
-    lr: float = 0.05
+    position: tuple[int, ...] | None = None
+    count: int = _VIEWER_DEFAULTS["count"]
+    every: int = _VIEWER_DEFAULTS["every"]
+    seed: int = _VIEWER_DEFAULTS["seed"]
+    settings: RenderSettings = field(default_factory=RenderSettings)
 
-    def first_unit(self, model: StudioModel) -> int:
-        """The index of the first unit (a class label is looked up in the model's class names)."""
-        text = str(self.unit).strip().strip("\"'")
-        if text.lstrip("-").isdigit():
-            return int(text)
-        if self.layer not in (LOGITS, OUTPUT):
-            raise StudioError(f"Channel {text!r} is not a number; class names apply to the 'logits' layer only.")
-        return model.class_index(text)
-
-    def targets(self, model: StudioModel) -> list[str]:
-        """The validated target strings, one per image (``StudioError`` names what to fix)."""
+    def targets(self, model: StudioModel) -> list[Target]:
+        """The validated targets, one per image (``StudioError`` names what to fix)."""
         if self.kind not in KINDS:
             raise StudioError(f"Unknown objective kind {self.kind!r}; choose one of {', '.join(KINDS)}.")
         if self.kind == "layer":
-            parse_target(self.layer, model)
-            return [self.layer]
-        first, count = self.first_unit(model), max(1, int(self.count))
-        suffix = ""
-        if self.kind == "neuron":
-            if self.position is None:
-                raise StudioError("A neuron objective needs a position: set its row and column.")
-            suffix = f"@{self.position[0]},{self.position[1]}"
-        targets = [f"{self.layer}:{first + i}{suffix}" for i in range(count)]
-        parse_target(targets[0], model)
-        if count > 1:
-            channels = model.layer_shapes[parse_target(targets[0], model).layer][0]
-            if first + count > channels:
-                raise StudioError(f"{self.layer!r} has channels 0 to {channels - 1}: render at most "
-                                  f"{channels - first} channels from {first}, or start lower.")
-            parse_target(targets[-1], model)
-        return targets
+            return [parse_target(self.layer, model)]
+        unit = str(self.unit).strip()
+        if not unit:
+            raise StudioError("Name the unit to render: a channel number, or for logits a class label or index.")
+        if self.kind == "neuron" and self.position is None:
+            raise StudioError("A neuron objective needs a position: set its row and column.")
+        first = parse_target(f"{self.layer}:{unit}{_at(self.position)}", model)
+        if self.count <= 1:
+            return [first]
+        last = first.channel + self.count - 1
+        return parse_targets(f"{first.layer_name}:{first.channel}-{last}{_at(self.position)}", model)
 
-    def label(self, model: StudioModel) -> str:
-        """A short layer name for napari: ``blocks.4:12``, ``blocks.4:12-15``, ``logits:Egyptian cat``."""
-        if self.kind == "layer":
-            return self.layer
-        first = self.first_unit(model)
-        unit = str(first) if self.count <= 1 else f"{first}-{first + self.count - 1}"
-        if self.layer in (LOGITS, OUTPUT) and model.class_names and self.count <= 1:
-            unit = model.class_label(first)
-        where = f"@{self.position[0]},{self.position[1]}" if self.kind == "neuron" and self.position else ""
-        return f"{self.layer}:{unit}{where}"
 
-    def settings(self) -> dict:
-        """Keyword arguments for :func:`studio.optimize`."""
-        return {"steps": int(self.steps), "size": int(self.size), "param": self.param, "seed": int(self.seed),
-                "lr": float(self.lr)}
+def render_label(targets: Sequence[Target]) -> str:
+    """A short name for a render's napari layer: ``blocks.4:12``, ``Egyptian cat``, ``blocks.4:12-15@7,7``."""
+    first, last = targets[0], targets[-1]
+    if len(targets) == 1:
+        return first.short
+    return f"{first.layer_name}:{first.channel}-{last.channel}{_at(first.position)}"
+
+
+def _at(position: tuple[int, ...] | None) -> str:
+    """The ``@y,x`` part of a target string (empty without a position)."""
+    return "" if position is None else "@" + ",".join(map(str, position))
 
 
 @dataclass
@@ -150,8 +151,8 @@ def to_napari(images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
 
 
-def stream(model: StudioModel, targets: Sequence[str], *, every: int = 4, lock: threading.Lock | None = None,
-           stop: threading.Event | None = None, **settings) -> Iterator[Frame]:
+def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettings | None = None, *, seed: int = 0,
+           every: int = 4, lock: threading.Lock | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
     """Run :func:`studio.optimize` and yield a :class:`Frame` after every step; return the last frame.
 
     One yield per step keeps cancellation responsive: ``stop`` (or the worker's ``quit``) takes effect
@@ -161,7 +162,7 @@ def stream(model: StudioModel, targets: Sequence[str], *, every: int = 4, lock: 
     """
     guard = lock if lock is not None else nullcontext()
     every = max(1, int(every))
-    engine = optimize(model, list(targets), snapshot_every=1, **settings)
+    engine = optimize(model, list(targets), settings, seed=seed, snapshot_every=1)
     start = time.perf_counter()
     last = latest = None
     try:
@@ -182,7 +183,7 @@ def stream(model: StudioModel, targets: Sequence[str], *, every: int = 4, lock: 
             if last.done:
                 return latest
     except RuntimeError as error:
-        raise WorkerError(explain(error)) from error
+        raise WorkerError(error_message(error)) from error
     finally:
         engine.close()  # optimize yields outside its contexts: closing it touches no model state, needs no lock
 
@@ -223,25 +224,17 @@ class Heatmap:
     target_label: str
 
 
-def attribute_images(model: StudioModel, images: torch.Tensor, method: str,
-                     targets: Sequence[str | int | None], lock: threading.Lock | None = None) -> Heatmap:
-    """Heat maps for a batch of images (:func:`studio.attribution.attribute`); ``targets`` holds one target
+def attribute_images(model: StudioModel, images: torch.Tensor, method: str, targets: Sequence[Target | None],
+                     lock: threading.Lock | None = None) -> Heatmap:
+    """Heat maps for a batch of images (:func:`studio.attribution.explain`); ``targets`` holds one target
     for all images or one per image, ``None`` meaning each image's top class."""
-    from studio.attribution import explain as explain_attribution
-
     guard = lock if lock is not None else nullcontext()
     targets = list(targets)
     try:
         with guard:
-            result = explain_attribution(model, images, targets[0] if len(targets) == 1 else targets, method)
+            result = explain(model, images, targets[0] if len(targets) == 1 else targets, method)
     except RuntimeError as error:
-        raise WorkerError(explain(error)) from error
-    names = list(dict.fromkeys(_short_target(name) for name in result.targets))
+        raise WorkerError(error_message(error)) from error
+    names = list(dict.fromkeys(target.short for target in result.targets))
     label = ("top class " if targets == [None] else "") + (names[0] if len(names) == 1 else f"{names[0]} ...")
     return Heatmap(result.maps.detach().float().cpu().numpy(), result.method, label)
-
-
-def _short_target(description: str) -> str:
-    """``logits:285 "Egyptian cat"`` -> ``Egyptian cat``; unit targets stay as they are."""
-    match = re.fullmatch(r'logits:\d+ "(.*)"', description)
-    return match[1] if match else description

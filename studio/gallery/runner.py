@@ -1,13 +1,10 @@
-"""Galleries: render a TOML spec of models, targets and settings to PNGs with provenance, resumably.
+"""Running a gallery: plan what is already done, render the rest in batches, attribute, write the index.
 
-    from studio import gallery
-    report = gallery.run("gallery/example.toml", "out/example")   # or: studio gallery SPEC.toml --out DIR
-
-The whole spec is validated first (``studio.gallery_spec``). Items (unit x seed) that share a model,
+The whole spec is validated first (``studio.gallery.spec``). Items (unit x seed) that share a model,
 settings and seed render together in one engine batch; the batches are cut from the spec's full item
 list, so a resumed run renders exactly the batches a fresh run would (same images, same device). An
 item whose sidecar exists with the same settings key is skipped; a CUDA out-of-memory error halves the
-batch and retries. Files are written by ``studio.gallery_output``, each atomically, the sidecar last.
+batch and retries. Files are written by ``studio.gallery.output``, each atomically, the sidecar last.
 """
 
 from __future__ import annotations
@@ -19,20 +16,21 @@ from pathlib import Path
 
 import torch
 
+from studio.attribution import SIGNED_METHODS, explain
 from studio.batching import Batcher, auto_batch_size
+from studio.display import overlay
 from studio.engine import optimize
 from studio.errors import StudioError
-from studio.gallery_output import (
+from studio.gallery.output import (
     FORMAT, INDEX, MANIFEST, attribution_marker, complete, describe_device, library_versions, lock, now, overlay_path,
     read_json, remove_stale_temporaries, write_index, write_item, write_json,
     write_manifest, write_sheets,
 )
-from studio.gallery_spec import GallerySpec, Item, ModelEntry, RenderSettings, Unit, digest, load_spec
+from studio.gallery.spec import GallerySpec, Item, ModelEntry, Unit, digest, load_spec
 from studio.io import to_uint8, write_image
 from studio.models import StudioModel
+from studio.settings import RenderSettings
 from studio.transforms import TransformSettings
-
-__all__ = ["GalleryReport", "Plan", "load_spec", "plan", "run"]
 
 
 @dataclass
@@ -161,8 +159,7 @@ class _Renderer:
         """:func:`auto_batch_size`, probed once per model, settings and set of layers (not once per seed)."""
         key = (entry.name, settings, frozenset(item.unit.target.layer for item in items))
         if key not in self.auto_sizes:
-            self.auto_sizes[key] = auto_batch_size(entry.model, [item.unit.target for item in items],
-                                                   **settings.engine_kwargs())
+            self.auto_sizes[key] = auto_batch_size(entry.model, [item.unit.target for item in items], settings)
         return self.auto_sizes[key]
 
     def render_batch(self, entry: ModelEntry, part: list[Item], settings: RenderSettings, seed: int):
@@ -175,8 +172,8 @@ class _Renderer:
         self.bar.set_postfix_str(f"{entry.name} batch of {len(part)}", refresh=False)
         try:
             # Every image gets the unit's seed itself, so an image depends on its unit and seed, not its batch.
-            for snapshot in optimize(entry.model, [item.unit.target for item in part], seed=[seed] * len(part),
-                                     snapshot_every=every, **settings.engine_kwargs()):
+            for snapshot in optimize(entry.model, [item.unit.target for item in part], settings,
+                                     seed=[seed] * len(part), snapshot_every=every):
                 self.progress(weight * snapshot.step / settings.steps)
                 if frames is not None:
                     for item_frames, image in zip(frames, snapshot.images):
@@ -200,12 +197,12 @@ class _Renderer:
             stride = max(1, len(history) // 64)
             record = {
                 "format": FORMAT, "id": item.id, "key": item.key, "model": entry.identity(),
-                "target": unit.text, "layer": unit.text.split(":")[0], "channel": unit.target.channel,
-                "position": list(unit.target.position) if unit.target.position else None, "label": unit.label,
+                "target": unit.text, "layer": unit.target.layer_name, "channel": unit.target.channel,
+                "position": list(unit.target.position) if unit.target.position else None, "label": unit.target.label,
                 "seed": item.seed, "settings": item.settings.as_dict(),
                 "transforms": TransformSettings.preset(item.settings.transforms).as_dict(), "engine": engine,
                 "batch": {"size": len(part), "index": index, "members": members},
-                "clean_activation": float(result.clean_activations[index]),
+                "clean_activation": float(result.clean_values[index]),
                 "objective_history": {"every": stride, "values": [round(float(v), 6) for v in history[::stride]]},
                 "seconds": result.seconds / len(part), "batch_seconds": result.seconds, "finished": now(),
                 "device": describe_device(entry.model.device), "versions": self.versions,
@@ -241,8 +238,6 @@ def _attribute(plan_: Plan, bar) -> list[str]:
     options = spec.attribution
     if not plan_.attribution_todo:
         return []
-    from studio.attribution import SIGNED_METHODS, explain, overlay
-
     done = []
     for unit in plan_.attribution_todo:
         entry = spec.models[unit.model]
@@ -250,7 +245,7 @@ def _attribute(plan_: Plan, bar) -> list[str]:
         photos = torch.stack([_fit(photo, model.spec.size) for photo in options.images]).to(model.device)
         start = time.perf_counter()
         # explain() is attribute() with details: the Grad-CAM layer used and the unit's score on each photo.
-        result = explain(model, photos, unit.target, options.method, options.layer)
+        result = explain(model, photos, unit.target, options.method, layer=options.layer)
         scores = result.scores.tolist() if result.scores is not None else [None] * len(photos)
         files, records = {}, []
         for index, (path, sha, photo, heat, score) in enumerate(

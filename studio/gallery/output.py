@@ -18,8 +18,9 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from studio.gallery_spec import GallerySpec, Item, OutputOptions, Unit, safe_name
+from studio.gallery.spec import GallerySpec, Item, OutputOptions, Unit
 from studio.io import atomic_write, to_uint8, write_json
+from studio.targets import safe_name
 
 MANIFEST = "manifest.json"
 INDEX = "index.html"
@@ -193,15 +194,7 @@ def contact_sheet(tiles: Sequence[np.ndarray], labels: Sequence[str] | None, col
 
 
 def tile_label(item: Item, several_seeds: bool) -> str:
-    unit = item.unit
-    if unit.target.channel is None:
-        text = "whole layer"
-    else:
-        text = str(unit.target.channel)
-        if unit.target.position is not None:
-            text += "@{},{}".format(*unit.target.position)
-        if unit.label:
-            text += f" {unit.label.split(',')[0]}"
+    text = item.unit.target.unit_label
     return f"{text} s{item.seed}" if several_seeds else text
 
 
@@ -215,7 +208,7 @@ def write_sheets(out: Path, spec: GallerySpec) -> list[str]:
         items = sorted(items, key=lambda i: (i.unit.order, i.seed))
         several = len({i.seed for i in items}) > 1
         tiles = [iio.imread(out / image_path(i))[..., :3] for i in items]
-        layer = items[0].unit.target.text.split(":")[0]
+        layer = items[0].unit.target.layer_name
         settings = {i.settings for i in items}
         first = items[0].settings
         detail = f"{first.param} {first.size}px, {first.steps} steps" if len(settings) == 1 else "mixed settings"
@@ -237,7 +230,7 @@ def write_manifest(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attr
     items = []
     for item in spec.items:
         sidecar = sidecars[item.id]
-        items.append({"id": item.id, "model": item.unit.model, "target": item.unit.text, "label": item.unit.label,
+        items.append({"id": item.id, "model": item.unit.model, "target": item.unit.text, "label": item.unit.target.label,
                       "seed": item.seed, "key": item.key, "clean_activation": sidecar["clean_activation"],
                       "sidecar": sidecar_path(item), **sidecar["files"],
                       "attribution": attributions.get(item.unit.path, {}).get("files")})
@@ -286,14 +279,14 @@ def write_index(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attribu
         unit, sidecar = item.unit, sidecars[item.id]
         heading = (unit.model, unit.layer_dir)
         if heading != section:
-            parts.append(("</div>" if section else "") + f"<h2>{e(unit.model)} · {e(unit.text.split(':')[0])}</h2>"
+            parts.append(("</div>" if section else "") + f"<h2>{e(unit.model)} · {e(unit.target.layer_name)}</h2>"
                          "<div class='grid'>")
             section = heading
         files = sidecar["files"]
         links = [f"<a href='{_url(sidecar_path(item))}'>provenance</a>"]
         if files.get("animation"):
             links.append(f"<a href='{_url(files['animation'])}'>animation</a>")
-        label = f"<br>{e(unit.label)}" if unit.label else ""
+        label = f"<br>{e(unit.target.label)}" if unit.target.label else ""
         heat = ""
         attribution = attributions.get(unit.path)
         if attribution:

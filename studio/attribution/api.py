@@ -1,0 +1,180 @@
+"""``attribute`` and ``explain``: heat maps of where a class or unit looks in photos, for any method.
+
+Images are resized to the model's input size (as ``StudioModel.__call__`` does), attributed there, and the
+maps resized back bilinearly to each image's resolution. Maps are raw (not normalised), so they compare
+across images and methods; :mod:`studio.display` does the display normalisation. Each method's options
+are its own keyword arguments: :func:`method_options` reads them from its signature.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from studio.attribution.cam import gradcam, gradcam_plus_plus
+from studio.attribution.gradients import gradient_x_input, integrated_gradients, saliency, smoothgrad
+from studio.attribution.machinery import attribution_mode, logits
+from studio.errors import StudioError
+from studio.hooks import OUTPUT
+from studio.io import read_image
+from studio.models import InputSpec, StudioModel, resize_to_input
+from studio.targets import Target, class_target, parse_target
+
+#: Every method by name; each is ``fn(model, inputs, targets, *, options...) -> Attribution fields``.
+METHOD_FUNCTIONS: dict[str, Callable[..., dict]] = {
+    "saliency": saliency, "gradient_x_input": gradient_x_input, "smoothgrad": smoothgrad,
+    "integrated_gradients": integrated_gradients, "gradcam": gradcam, "gradcam++": gradcam_plus_plus,
+}
+METHODS = tuple(METHOD_FUNCTIONS)
+CAM_METHODS = ("gradcam", "gradcam++")
+#: Methods whose maps are signed (positive and negative evidence); the others are non-negative.
+SIGNED_METHODS = ("gradient_x_input", "integrated_gradients")
+_ALIASES = {"ig": "integrated_gradients", "grad_cam": "gradcam", "grad_cam++": "gradcam++", "gradcampp": "gradcam++",
+            "gradcam_pp": "gradcam++", "input_x_gradient": "gradient_x_input", "smooth_grad": "smoothgrad"}
+
+TargetSpec = int | str | Target | None
+
+
+@dataclass
+class Attribution:
+    """Maps and what they explain.
+
+    ``maps``: ``[B, H, W]`` float32 at the images' resolution, on the images' device. ``targets``: the
+    resolved target of each image (``.description`` reads ``logits:285 "Egyptian cat"``). ``layer``: the
+    Grad-CAM layer (a list, one per image, when the images' targets live in different layers).
+    ``scores``: the explained scalar ``f(x)`` per image. For Integrated Gradients, ``baseline_scores``
+    ``f(x')`` and ``completeness_error`` ``|sum(map) - (f(x) - f(x'))| / |f(x) - f(x')|`` per image, measured
+    on the maps at model resolution (resizing changes the sum by the area ratio). ``per_channel``: the
+    gradient methods' attribution per colour channel, ``[B, 3, h, w]`` at the model's input size.
+    """
+
+    maps: torch.Tensor
+    method: str
+    targets: list[Target]
+    layer: str | list[str] | None = None
+    scores: torch.Tensor | None = None
+    baseline_scores: torch.Tensor | None = None
+    completeness_error: torch.Tensor | None = None
+    per_channel: torch.Tensor | None = None
+
+
+def method_name(method: str) -> str:
+    """The canonical name of a method (aliases such as ``ig`` accepted); an unknown one is an error."""
+    name = str(method).strip().lower().replace("-", "_")
+    name = _ALIASES.get(name, name)
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, [*METHODS, *_ALIASES], n=1)
+        hint = f"did you mean {_ALIASES.get(close[0], close[0])!r}? " if close else ""
+        raise StudioError(f"Unknown attribution method {method!r}: {hint}use one of {', '.join(METHODS)} "
+                          "(saliency is the absolute gradient).")
+    return name
+
+
+def method_options(method: str) -> dict[str, object]:
+    """A method's options with their defaults, read from its signature."""
+    parameters = inspect.signature(METHOD_FUNCTIONS[method_name(method)]).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind == p.KEYWORD_ONLY}
+
+
+def attribute(model: StudioModel | nn.Module, images: torch.Tensor | str | os.PathLike,
+              target: TargetSpec | Sequence[TargetSpec] = None, method: str = "saliency",
+              layer: str | None = None, **options) -> torch.Tensor:
+    """Heat maps ``[B, H, W]`` (float32, each image's own resolution) of where ``target`` looks in ``images``.
+
+    ``images``: ``[B, 3, H, W]`` or ``[3, H, W]`` floats in ``[0, 1]`` (or an image file path).
+    ``target``: None (each image's top-1 class), a class index or label, a studio target string
+    (``"blocks.5:17"``, ``"blocks.5:17@3,4"``, ``"logits:285"``), or a list with one per image.
+    ``method``: one of :data:`METHODS`. ``layer``: the Grad-CAM layer (default: the last convolutional block,
+    or the target's own layer for a unit target). ``options``: the method's own (:func:`method_options`).
+    """
+    return explain(model, images, target, method, layer, **options).maps
+
+
+def explain(model: StudioModel | nn.Module, images: torch.Tensor | str | os.PathLike,
+            target: TargetSpec | Sequence[TargetSpec] = None, method: str = "saliency", layer: str | None = None,
+            **options) -> Attribution:
+    """:func:`attribute` with the details: resolved targets, scores, Grad-CAM's layer and Integrated
+    Gradients' completeness error. An option the method does not take is an error naming those it does."""
+    model = model if isinstance(model, StudioModel) else StudioModel(model, InputSpec(), type(model).__name__)
+    method = method_name(method)
+    if layer is not None:
+        options["layer"] = layer
+    _check_options(method, options)
+    images, out_device = _as_batch(images, model)
+    size = tuple(images.shape[-2:])
+    with attribution_mode(model.module):
+        inputs = resize_to_input(images, model.spec).detach()
+        targets = _resolve_targets(model, target, inputs, options.get("batch_size", 16))
+        fields = METHOD_FUNCTIONS[method](model, inputs, targets, **options)
+    maps = torch.stack([_resize_map(heat, size) for heat in fields.pop("maps")]).to(out_device, torch.float32)
+    return Attribution(maps, method, targets, **fields)
+
+
+def _resolve_targets(model: StudioModel, target, inputs: torch.Tensor, batch_size: int) -> list[Target]:
+    """One target per image; ``None`` (or the whole output layer) becomes that image's top-1 class."""
+    count = len(inputs)
+    if isinstance(target, (list, tuple)):
+        if len(target) != count:
+            raise StudioError(f"Got {len(target)} targets for {count} images; give one target or one per image.")
+        parsed = [_parse_one(model, t) for t in target]
+    else:
+        parsed = [_parse_one(model, target)] * count
+    missing = [i for i, t in enumerate(parsed) if t is None]
+    if missing:
+        class_target(model, 0)  # the model must output classes to pick its top-1
+        top = logits(model, inputs[missing], batch_size).argmax(1).tolist()
+        for i, index in zip(missing, top):
+            parsed[i] = class_target(model, index)
+    return parsed
+
+
+def _parse_one(model: StudioModel, spec: TargetSpec) -> Target | None:
+    if spec is None:
+        return None
+    parsed = parse_target(int(spec) if isinstance(spec, np.integer) else spec, model)
+    return None if parsed.layer == OUTPUT and parsed.whole_layer else parsed
+
+
+def _check_options(method: str, options: dict) -> None:
+    allowed = method_options(method)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise StudioError(f"Option(s) {', '.join(map(repr, unknown))} do not apply to {method}: it takes "
+                          f"{', '.join(allowed)}.")
+    for label in ("steps", "samples", "batch_size"):
+        value = options.get(label, 1)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise StudioError(f"Option {label} must be a whole number of at least 1, not {value!r}.")
+    noise = options.get("noise", 0.0)
+    if not isinstance(noise, (int, float)) or noise < 0:
+        raise StudioError(f"Option noise must be a non-negative fraction of the image's value range, not {noise!r}.")
+
+
+def _as_batch(images, model: StudioModel) -> tuple[torch.Tensor, torch.device]:
+    """``[B, 3, H, W]`` float32 on the model's device, and the device the maps go back to."""
+    if isinstance(images, (str, os.PathLike)):
+        images = read_image(images)
+    if not isinstance(images, torch.Tensor):
+        raise StudioError(f"Images must be a [B, 3, H, W] tensor in [0, 1] or an image path, not {type(images).__name__}.")
+    if not images.is_floating_point():
+        raise StudioError(f"Images must be floats in [0, 1], not {images.dtype}; divide uint8 images by 255.")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise StudioError(f"Images must have shape [B, 3, H, W] or [3, H, W], not {list(images.shape)}.")
+    return images.detach().to(model.device, torch.float32), images.device
+
+
+def _resize_map(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of one ``[h, w]`` map to ``size`` (no-op when it matches)."""
+    if tuple(heat.shape[-2:]) == tuple(size):
+        return heat
+    return F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]

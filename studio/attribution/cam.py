@@ -1,0 +1,88 @@
+"""Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay et al. 2018): class- or unit-weighted
+activation maps of a convolutional layer, ReLU'd; the layer defaults to the unit's own layer or the last
+convolutional block."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from studio.attribution.machinery import chunked, evaluate
+from studio.errors import StudioError
+from studio.hooks import OUTPUT
+from studio.models import StudioModel
+from studio.targets import Target, layer_info, resolve_layer
+
+
+def default_cam_layer(model: StudioModel) -> str:
+    """The last module (in forward order) whose output is a spatial map: the last convolutional block."""
+    spatial = [name for name, shape in model.layer_shapes.items()
+               if name and len(shape) == 3 and shape[1] * shape[2] > 1]
+    if not spatial:
+        raise StudioError(f"{model.name} has no layer with a spatial map; Grad-CAM needs a convolutional layer.")
+    return spatial[-1]
+
+
+def cam_layers(model: StudioModel, layer: str | None, targets: Sequence[Target]) -> list[str]:
+    """The Grad-CAM layer of each image: the given one; else a unit target's own layer when it is a spatial
+    map (Grad-CAM there is the unit's ReLU'd activation map), else the last convolutional block."""
+    if layer is None:
+        return [t.layer if t.layer != OUTPUT and len(layer_info(model, t.layer).spatial) == 2
+                else default_cam_layer(model) for t in targets]
+    name = resolve_layer(model, layer)
+    if len(layer_info(model, name).spatial) != 2:
+        raise StudioError(f"Layer {layer!r} has output shape {list(model.layer_shapes[name])}, not a [channels, "
+                          f"height, width] map; pick a convolutional layer such as {default_cam_layer(model)!r}.")
+    order = {module: index for index, module in enumerate(model.layer_shapes)}
+    early = sorted({t.name for t in targets if order[t.layer] < order[name]})
+    if early:
+        raise StudioError(f"Target {', '.join(early)} is computed before Grad-CAM layer {layer!r} and cannot depend "
+                          "on it; pick a layer that runs before the target, or leave --layer out.")
+    return [name] * len(targets)
+
+
+def cam_from_gradients(activations: torch.Tensor, gradients: torch.Tensor, plus_plus: bool = False) -> torch.Tensor:
+    """Grad-CAM ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of ``d score / d A_k``; Grad-CAM++
+    uses the closed-form weights of Chattopadhay et al. (eq. 19, as in pytorch-grad-cam). ``[N, h, w]``."""
+    if plus_plus:
+        # alpha = g^2 / (2 g^2 + sum(A) g^3), divided through by g^2: no epsilon that would swamp tiny gradients.
+        denominator = 2 + activations.sum((2, 3), keepdim=True) * gradients
+        usable = (gradients != 0) & (denominator.abs() > 1e-6)
+        alpha = torch.where(usable, 1 / torch.where(usable, denominator, torch.ones_like(denominator)), 0.0)
+        weights = (alpha * gradients.clamp_min(0)).sum((2, 3), keepdim=True)
+    else:
+        weights = gradients.mean((2, 3), keepdim=True)
+    return (weights * activations).sum(1).clamp_min(0)
+
+
+def _cam(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], layer: str | None, batch_size: int,
+         plus_plus: bool) -> dict:
+    """Maps at their layer's resolution (a list, one ``[h, w]`` map per image: images whose targets live in
+    different layers get maps of different sizes) and scores; images are grouped by their layer."""
+    layers = cam_layers(model, layer, targets)
+    maps: list[torch.Tensor | None] = [None] * len(inputs)
+    values = inputs.new_empty(len(inputs))
+    for name in dict.fromkeys(layers):
+        rows = torch.tensor([i for i, chosen in enumerate(layers) if chosen == name])
+
+        def step(a: int, b: int) -> None:
+            index = rows[a:b]
+            chunk_scores, gradients, activations = evaluate(model, inputs[index], [targets[i] for i in index], name)
+            for i, cam in zip(index.tolist(), cam_from_gradients(activations.float(), gradients.float(), plus_plus)):
+                maps[i] = cam
+            values[index] = chunk_scores
+        chunked(len(rows), batch_size, step)
+    return {"maps": maps, "scores": values, "layer": layers[0] if len(set(layers)) == 1 else layers}
+
+
+def gradcam(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, layer: str | None = None,
+            batch_size: int = 16) -> dict:
+    """Grad-CAM at ``layer`` (default: the unit's own map, else the last convolutional block)."""
+    return _cam(model, inputs, targets, layer, batch_size, plus_plus=False)
+
+
+def gradcam_plus_plus(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *,
+                      layer: str | None = None, batch_size: int = 16) -> dict:
+    """Grad-CAM++ at ``layer`` (default as for :func:`gradcam`)."""
+    return _cam(model, inputs, targets, layer, batch_size, plus_plus=True)

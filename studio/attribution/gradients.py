@@ -1,0 +1,124 @@
+"""Gradient methods: saliency (Simonyan et al. 2014), gradient x input, SmoothGrad (Smilkov et al. 2017) and
+Integrated Gradients (Sundararajan et al. 2017). Each takes only its own options and returns the fields of
+an :class:`~studio.attribution.api.Attribution` (maps at the model's input size, scores, per-channel maps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from studio.attribution.machinery import chunked, input_gradients, scores
+from studio.errors import StudioError
+from studio.models import InputSpec, StudioModel, resize_to_input
+from studio.targets import Target
+
+IG_RULES = ("gausslegendre", "riemann_middle")
+#: Integrated Gradients steps by default. EfficientNet-Lite0's logit is a rough function along the path (ReLU6
+#: kinks, and a jump of ~9 within the darkest 5 % of a black-baseline path): Gauss-Legendre needs ~256 points for
+#: a completeness error under 2 % (measured 0.1-1.7 % on six photo/baseline pairs; 0.5-5.5 % at 128 steps).
+DEFAULT_STEPS = 256
+
+
+def saliency(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, batch_size: int = 16) -> dict:
+    """Max over colour channels of ``|d score / d pixel|``."""
+    values, grads = input_gradients(model, inputs, targets, batch_size)
+    return {"maps": grads.abs().amax(1), "scores": values, "per_channel": grads.abs()}
+
+
+def gradient_x_input(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *,
+                     batch_size: int = 16) -> dict:
+    """``sum_c gradient * image`` (signed)."""
+    values, grads = input_gradients(model, inputs, targets, batch_size)
+    per_channel = grads * inputs
+    return {"maps": per_channel.sum(1), "scores": values, "per_channel": per_channel}
+
+
+def _path_average(model: StudioModel, target: Target, points: Callable[[int, int], torch.Tensor],
+                  weights: torch.Tensor, batch_size: int, absolute: bool) -> torch.Tensor:
+    """``sum_k weights[k] * grad(points k)`` (of ``|grad|`` when ``absolute``) over the points of one image,
+    built and differentiated ``batch_size`` at a time so memory does not grow with their number."""
+    total = None
+
+    def step(a: int, b: int) -> None:
+        nonlocal total
+        _, grads = input_gradients(model, points(a, b), [target] * (b - a), batch_size)
+        grads = grads.abs() if absolute else grads
+        part = torch.einsum("n,nchw->chw", weights[a:b].to(grads), grads)
+        total = part if total is None else total + part
+    chunked(len(weights), batch_size, step)
+    return total
+
+
+def smoothgrad(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, samples: int = 25,
+               noise: float = 0.15, seed: int = 0, batch_size: int = 16) -> dict:
+    """The saliency map averaged over ``samples`` noisy copies (noise std ``noise * (max - min)`` of each
+    image, drawn from ``seed``, the same draws whatever the batch)."""
+    per_channel = torch.empty_like(inputs)
+    for i, (image, target) in enumerate(zip(inputs, targets)):
+        generator = torch.Generator(device=image.device).manual_seed(seed)
+        draws = torch.randn((samples, *image.shape), generator=generator, device=image.device, dtype=image.dtype)
+        sigma = noise * (image.max() - image.min())
+        per_channel[i] = _path_average(model, target, lambda a, b: image + sigma * draws[a:b],
+                                       torch.full((samples,), 1.0 / samples), batch_size, absolute=True)
+    return {"maps": per_channel.amax(1), "scores": scores(model, inputs, targets, batch_size),
+            "per_channel": per_channel}
+
+
+def integration_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``alpha`` in (0, 1) and weights (summing to 1) of the path integral (captum's conventions)."""
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return torch.from_numpy(0.5 * (nodes + 1)).float(), torch.from_numpy(0.5 * weights).float()
+    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # riemann_middle
+    return alphas, torch.full((steps,), 1.0 / steps)
+
+
+def baselines(baseline, inputs: torch.Tensor, spec: InputSpec, blur_sigma: float | None) -> torch.Tensor:
+    """The Integrated Gradients start of each image: black, blurred, a grey level or given images."""
+    if isinstance(baseline, str):
+        if baseline == "black":
+            return torch.zeros_like(inputs)
+        if baseline == "blurred":
+            from kornia.filters import gaussian_blur2d
+
+            sigma = float(blur_sigma) if blur_sigma is not None else 0.05 * min(spec.size)
+            radius = max(1, int(np.ceil(3 * sigma)))
+            return gaussian_blur2d(inputs, (2 * radius + 1,) * 2, (sigma, sigma), border_type="replicate")
+        raise StudioError(f"Unknown baseline {baseline!r}: use 'black', 'blurred', a grey level or an image tensor.")
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(inputs, float(baseline))
+    if isinstance(baseline, torch.Tensor):
+        given = baseline[None] if baseline.dim() == 3 else baseline
+        if given.dim() != 4 or given.shape[1] != inputs.shape[1] or len(given) not in (1, len(inputs)):
+            raise StudioError(f"Got baseline images of shape {list(baseline.shape)} for {len(inputs)} images; "
+                              "give one [3, H, W] image or one per image.")
+        return resize_to_input(given.to(inputs), spec).expand_as(inputs)
+    raise StudioError(f"Cannot use {type(baseline).__name__} as a baseline; give 'black', 'blurred', a number or an image.")
+
+
+def integrated_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *,
+                         steps: int = DEFAULT_STEPS, rule: str = "gausslegendre",
+                         baseline: str | float | torch.Tensor = "black", blur_sigma: float | None = None,
+                         batch_size: int = 16) -> dict:
+    """``sum_c (x - x') * mean gradient along the straight path`` from the ``baseline`` x' (``black``,
+    ``blurred`` with ``blur_sigma`` pixels, default 5 % of the input size, a grey level or images), signed; the
+    map sums to ``f(x) - f(x')``, and ``completeness_error`` says how closely ``steps`` points of ``rule`` get."""
+    if rule not in IG_RULES:
+        raise StudioError(f"Unknown integration rule {rule!r}: use {' or '.join(IG_RULES)}.")
+    starts = baselines(baseline, inputs, model.spec, blur_sigma)
+    alphas, weights = integration_rule(steps, rule)
+    alphas = alphas.to(inputs).view(-1, 1, 1, 1)
+    per_channel = torch.empty_like(inputs)
+    for i, (image, start, target) in enumerate(zip(inputs, starts, targets)):
+        direction = image - start
+        mean_gradient = _path_average(model, target, lambda a, b: start + alphas[a:b] * direction, weights,
+                                      batch_size, absolute=False)
+        per_channel[i] = direction * mean_gradient
+    maps = per_channel.sum(1)
+    values, baseline_values = scores(model, inputs, targets, batch_size), scores(model, starts, targets, batch_size)
+    change = values - baseline_values
+    error = (maps.flatten(1).sum(1) - change).abs() / change.abs().clamp_min(1e-12)
+    return {"maps": maps, "scores": values, "baseline_scores": baseline_values, "completeness_error": error,
+            "per_channel": per_channel}

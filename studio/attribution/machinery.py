@@ -1,0 +1,97 @@
+"""What every attribution method shares: the model in attribution mode, one forward (and backward) pass that
+gives each image's score and its gradient, chunking, and the top classes of images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from studio.errors import StudioError
+from studio.hooks import OUTPUT, forward_to, frozen
+from studio.models import StudioModel, resize_to_input
+from studio.targets import Target, class_target
+
+
+@contextmanager
+def attribution_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode, frozen parameters, gradients on (grad mode is thread-local; a napari worker starts without
+    the caller's context); all flags restored on exit."""
+    with frozen(module), torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def activations(model: StudioModel, inputs: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
+    """Activations of ``layers`` (``""`` = the model output) for images in ``[0, 1]`` at the model's input
+    size, safe from later in-place ops; the forward stops after the last hooked layer unless the output is needed."""
+    return forward_to(model.module, model.spec.normalise(inputs), sorted(layers), clone=True)
+
+
+def evaluate(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], wrt: str | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One forward (and backward) pass: the scores ``[N]`` (each image's target read by the target itself),
+    the gradient of each image's score with respect to ``wrt`` (``"input"``, a layer, or None for no backward)
+    and that layer's activation."""
+    layers = {t.layer for t in targets} | ({wrt} if wrt not in (None, "input") else set())
+    with torch.set_grad_enabled(wrt is not None):
+        x = inputs.detach().clone().requires_grad_(wrt is not None)  # a graph from the input on, even for a layer
+        acts = activations(model, x, layers)
+        scores = torch.cat([t(acts[t.layer][i:i + 1]) for i, t in enumerate(targets)])
+        if wrt is None:
+            return scores.detach(), None, None
+        source = x if wrt == "input" else acts[wrt]
+        gradient = None
+        if scores.requires_grad:
+            (gradient,) = torch.autograd.grad(scores.sum(), source, allow_unused=True)
+        if gradient is None and wrt != "input":
+            raise StudioError(f"The target does not depend on layer {wrt!r}; pick a Grad-CAM layer that runs before "
+                              f"the target's layer ({', '.join(sorted({t.layer_name for t in targets}))}).")
+        if gradient is None:
+            gradient = torch.zeros_like(x)
+        return scores.detach(), gradient.detach(), source.detach()
+
+
+def chunked(count: int, batch_size: int, step: Callable[[int, int], None]) -> None:
+    """Call ``step(start, stop)`` over ``range(count)`` in chunks of ``batch_size`` (bounds memory)."""
+    for start in range(0, count, batch_size):
+        step(start, min(count, start + batch_size))
+
+
+def logits(model: StudioModel, inputs: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """The model output ``[N, classes]`` for images at the model's input size, in chunks, without gradients."""
+    parts: list[torch.Tensor] = []
+    with torch.no_grad():
+        chunked(len(inputs), batch_size, lambda a, b: parts.append(activations(model, inputs[a:b], {OUTPUT})[OUTPUT]))
+    return torch.cat(parts).float()
+
+
+def scores(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], batch_size: int) -> torch.Tensor:
+    """The explained scalar of each image, without gradients, in chunks."""
+    parts: list[torch.Tensor] = []
+    chunked(len(inputs), batch_size, lambda a, b: parts.append(evaluate(model, inputs[a:b], targets[a:b])[0]))
+    return torch.cat(parts)
+
+
+def input_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], batch_size: int,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``[N]`` and input gradients ``[N, 3, h, w]``, in chunks of ``batch_size``."""
+    values, grads = torch.empty(len(inputs), device=inputs.device), torch.empty_like(inputs)
+
+    def step(a: int, b: int) -> None:
+        values[a:b], grads[a:b], _ = evaluate(model, inputs[a:b], targets[a:b], "input")
+    chunked(len(inputs), batch_size, step)
+    return values, grads
+
+
+def top_classes(model: StudioModel, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
+    """The ``k`` most probable classes of each image (``[B, 3, H, W]`` or ``[3, H, W]`` in ``[0, 1]``):
+    ``(index, label, softmax probability)``."""
+    images = images[None] if images.dim() == 3 else images
+    class_target(model, 0)  # the model must output classes
+    with attribution_mode(model.module):
+        probs = logits(model, resize_to_input(images.to(model.device).float(), model.spec)).softmax(1)
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [[(i, model.class_label(i), v) for i, v in zip(row_i, row_v)]
+            for row_i, row_v in zip(indices.tolist(), values.tolist())]

@@ -1,0 +1,35 @@
+"""Heat maps for the eye: a raw attribution map scaled to ``[0, 1]`` by a high percentile, and blended over
+its photo in a perceptual colormap. The maths of the maps lives in :mod:`studio.attribution`."""
+
+from __future__ import annotations
+
+import torch
+from kornia.color import ColorMap, apply_colormap
+
+from studio.errors import StudioError
+
+
+def display_map(heat: torch.Tensor, signed: bool = False, percentile: float = 99.0) -> torch.Tensor:
+    """Scale one ``[H, W]`` map to ``[0, 1]`` for display: ``|map|`` for signed methods, divided by its
+    ``percentile`` (so a few extreme pixels do not wash out the rest), clipped."""
+    values = heat.detach().float()
+    values = values.abs() if signed else values.clamp_min(0)
+    flat = values.flatten()
+    rank = max(1, min(flat.numel(), int(round(percentile / 100 * flat.numel()))))
+    scale = flat.kthvalue(rank).values
+    if scale <= 0:
+        scale = flat.max()
+    return (values / scale).clamp(0, 1) if scale > 0 else torch.zeros_like(values)
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor, signed: bool = False, colormap: str = "viridis",
+            alpha: float = 0.5, percentile: float = 99.0) -> torch.Tensor:
+    """The heat map in a perceptual colormap (kornia's viridis by default) blended over ``image``
+    (``[3, H, W]`` in ``[0, 1]``); returns ``[3, H, W]`` in ``[0, 1]``."""
+    try:
+        palette = ColorMap(colormap, num_colors=256, device=image.device, dtype=torch.float32)
+    except ValueError:
+        raise StudioError(f"Unknown colormap {colormap!r}: use viridis, plasma, cividis, turbo or another kornia colormap.") from None
+    level = display_map(heat.to(image.device), signed, percentile)
+    coloured = apply_colormap(level[None, None], palette)[0]
+    return ((1 - alpha) * image.float() + alpha * coloured).clamp(0, 1)

@@ -1,0 +1,85 @@
+"""The models and photos a gallery spec names: loaded once, with a hash of the weights for provenance."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from studio.errors import StudioError
+from studio.gallery.validation import Checker, Span
+from studio.io import read_image
+from studio.models import StudioModel, load_model
+
+
+@dataclass
+class ModelEntry:
+    """One ``[[models]]`` table: the loaded model, its name in file paths and the hash of its weights."""
+
+    name: str
+    spec: str
+    pretrained: bool
+    init_seed: int
+    model: StudioModel
+    weights_sha256: str = ""
+
+    def identity(self) -> dict:
+        """What identifies the network: spec, weights and, for random weights, the seed they were drawn with."""
+        info = {"name": self.name, "spec": self.spec, "pretrained": self.pretrained,
+                "weights_sha256": self.weights_sha256}
+        if not self.pretrained:
+            info["init_seed"] = self.init_seed
+        return info
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over every tensor of the state dict (names, dtypes, shapes and bytes), in state-dict order."""
+    hasher = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()
+
+
+def load_entry(checker: Checker, name: str, entry: Mapping, where: str, span: Span,
+               models: Mapping[str, StudioModel | str] | None, device) -> ModelEntry:
+    """The model of one ``[[models]]`` table: a given one from ``models``, else loaded (random weights drawn
+    from ``init_seed``, so they are reproducible); any failure is the spec's one-sentence error."""
+    spec = entry["model"]
+    pretrained = checker.typed(entry.get("pretrained", True), bool, where, "pretrained", span)
+    init_seed = checker.typed(entry.get("init_seed", 0), int, where, "init_seed", span, minimum=0)
+    if models and spec in models:
+        return ModelEntry(name, spec, pretrained, init_seed, load_model(models[spec]))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = load_model(spec, pretrained=pretrained, device=device)
+    except StudioError as error:
+        checker.fail(where, str(error), checker.line("model", span))
+    except Exception as error:  # weights files, factories: anything a user-given model can raise
+        checker.fail(where, f"cannot load model {spec!r} ({type(error).__name__}: {error}).", checker.line("model", span))
+    return ModelEntry(name, spec, pretrained, init_seed, model)
+
+
+def read_photos(checker: Checker, photos: list[str], base: Path, where: str, span: Span
+                ) -> tuple[tuple[Path, ...], tuple[torch.Tensor, ...], tuple[str, ...]]:
+    """Paths (relative to the spec's folder), images and SHA-256 of the photos to attribute on."""
+    paths, images = [], []
+    for photo in photos:
+        path = (base / photo).resolve()
+        if not path.is_file():
+            checker.fail(where, f"photo {photo!r} does not exist (paths are relative to the spec's folder).",
+                         checker.value_line(photo, span))
+        try:
+            images.append(read_image(path))
+        except StudioError as error:
+            checker.fail(where, str(error), checker.value_line(photo, span))
+        paths.append(path)
+    return tuple(paths), tuple(images), tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)

@@ -1,0 +1,301 @@
+"""Gallery specs: read a TOML file, validate every key, model, layer and channel, and expand it into items.
+
+A spec is validated completely before any rendering starts; every mistake is one sentence naming the
+key (and, for a file, its line). The result is a :class:`GallerySpec` whose ``items`` are the images to
+make: one per unit (model + target) and seed, each with the settings it renders with and a ``key`` (a
+hash of everything that determines its image) that the runner compares to decide what is already done.
+Targets use the one target grammar (:func:`studio.targets.parse_targets`): ``blocks.4:0-63``, ``blocks.4:*``,
+``blocks.4:3-5@7,7``, ``logits:"Egyptian cat","tabby"``, ``blocks.4`` (the whole layer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from studio.attribution import METHODS
+from studio.errors import StudioError
+from studio.gallery.loading import ModelEntry, load_entry, read_photos, weights_sha256
+from studio.gallery.validation import SETTINGS_KEYS, Checker, Source
+from studio.models import StudioModel
+from studio.settings import RenderSettings
+from studio.targets import Target, layer_info, parse_targets, safe_name
+from studio.transforms import TransformSettings
+
+ANIMATIONS = ("none", "gif", "mp4")
+TOP_KEYS = ("title", "description", "settings", "output", "attribution", "models")
+MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "targets", *SETTINGS_KEYS)
+TARGET_KEYS = ("target", *(k for k in SETTINGS_KEYS if k != "batch"))
+OUTPUT_KEYS = ("dir", "columns", "labels", "animation", "frames", "fps", "tile", "dpi")
+ATTRIBUTION_KEYS = ("photos", "method", "layer")
+
+__all__ = ["GallerySpec", "Item", "ModelEntry", "Unit", "digest", "load_spec", "parse_spec", "weights_sha256"]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """``[output]``: folder, contact-sheet columns and tile size, labels, print resolution, animation."""
+
+    dir: Path | None = None
+    columns: int | None = None
+    labels: bool = True
+    animation: str = "none"
+    frames: int = 24
+    fps: float = 8.0
+    tile: int | None = None
+    dpi: int = 300
+
+
+@dataclass(frozen=True)
+class AttributionOptions:
+    """``[attribution]``: photos to explain each unit on, the method and an optional layer for Grad-CAM."""
+
+    photos: tuple[Path, ...] = ()
+    method: str = "gradcam"
+    layer: str | None = None
+    images: tuple[torch.Tensor, ...] = field(default=(), compare=False, repr=False)
+    sha256: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One target of one model (its ``target`` canonical, classes by index): what a caption, a folder and a
+    contact-sheet tile are about. ``channels`` is its layer's channel count (for zero-padded file names)."""
+
+    model: str
+    target: Target
+    channels: int
+    order: int
+
+    @property
+    def text(self) -> str:
+        return self.target.name
+
+    @property
+    def whole_layer(self) -> bool:
+        return self.target.whole_layer
+
+    @property
+    def layer_dir(self) -> str:
+        return safe_name(self.target.layer_name)
+
+    @property
+    def path(self) -> str:
+        """Folder-relative stem of this unit's files, ``model/layer/c012``."""
+        return f"{self.model}/{self.layer_dir}/{self.target.file_stem(self.channels)}"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to render: a unit, a seed and the settings; ``key`` hashes all that decides its pixels."""
+
+    unit: Unit
+    seed: int
+    settings: RenderSettings
+    batch: int | None
+    key: str
+    line: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.unit.path}_s{self.seed}"
+
+
+@dataclass
+class GallerySpec:
+    """A validated spec: models (loaded), units, items and output options."""
+
+    title: str
+    description: str
+    source: str
+    text: str
+    models: dict[str, ModelEntry]
+    units: list[Unit]
+    items: list[Item]
+    output: OutputOptions
+    attribution: AttributionOptions
+    base_dir: Path
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def digest(data) -> str:
+    """SHA-256 of a JSON-serialisable value (sorted keys): the settings key of items and attributions."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _output(checker: Checker, table: Mapping, base: Path) -> OutputOptions:
+    span = checker.section("output")
+    where = "[output]"
+    checker.keys(table, OUTPUT_KEYS, where, span)
+    options = {}
+    if "dir" in table:
+        options["dir"] = Path(os.path.normpath(base / checker.typed(table["dir"], str, where, "dir", span)))
+    if "columns" in table:
+        options["columns"] = checker.typed(table["columns"], int, where, "columns", span, minimum=1)
+    if "labels" in table:
+        options["labels"] = checker.typed(table["labels"], bool, where, "labels", span)
+    if "animation" in table:
+        animation = table["animation"]
+        animation = "none" if animation is False else ("gif" if animation is True else animation)
+        options["animation"] = checker.typed(animation, str, where, "animation", span, choices=ANIMATIONS)
+        if options["animation"] == "mp4" and not (importlib.util.find_spec("imageio_ffmpeg")
+                                                  or importlib.util.find_spec("av")):
+            checker.fail(where, "animation = 'mp4' needs an MP4 writer for imageio: pip install imageio-ffmpeg, "
+                                "or write animation = 'gif'.", checker.line("animation", span))
+    for key, kind, minimum in (("frames", int, 2), ("fps", float, 0.1), ("tile", int, 8), ("dpi", int, 1)):
+        if key in table:
+            options[key] = checker.typed(table[key], kind, where, key, span, minimum=minimum)
+    return OutputOptions(**options)
+
+
+def _attribution(checker: Checker, table: Mapping, base: Path) -> AttributionOptions:
+    span = checker.section("attribution")
+    where = "[attribution]"
+    checker.keys(table, ATTRIBUTION_KEYS, where, span)
+    photos = table.get("photos", [])
+    photos = [photos] if isinstance(photos, str) else photos
+    if not isinstance(photos, list) or not all(isinstance(p, str) for p in photos):
+        checker.fail(where, "photos must be a list of image paths.", checker.line("photos", span))
+    method = checker.typed(table.get("method", "gradcam"), str, where, "method", span, choices=METHODS)
+    layer = table.get("layer")
+    if layer is not None:
+        layer = checker.typed(layer, str, where, "layer", span)
+    paths, images, hashes = read_photos(checker, photos, base, where, span)
+    return AttributionOptions(paths, method, layer, images, hashes)
+
+
+def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: str | Path = ".",
+               models: Mapping[str, StudioModel | str] | None = None,
+               device: torch.device | str | None = None) -> GallerySpec:
+    """Validate a parsed spec (``text`` is its TOML source, for line numbers) and expand it into items.
+
+    ``models`` maps model specs (``efficientnet_lite0``) to already loaded models, used as they are.
+    """
+    checker = Checker(Source(text, name) if text else None)
+    base = Path(base_dir)
+    checker.keys(data, TOP_KEYS, "the top level", checker.source.top() if checker.source else None)
+    title = checker.typed(data.get("title", "Feature Studio gallery"), str, "the top level", "title", None)
+    description = checker.typed(data.get("description", ""), str, "the top level", "description", None)
+    settings_table = data.get("settings", {})
+    if not isinstance(settings_table, Mapping):
+        checker.fail("the top level", "settings must be a table: write [settings].", checker.line("settings"))
+    settings_span = checker.section("settings")
+    checker.keys(settings_table, SETTINGS_KEYS, "[settings]", settings_span)
+    defaults = checker.settings(settings_table, {**RenderSettings().as_dict(), "seeds": [0], "batch": None},
+                                "[settings]", settings_span)
+    for table_key in ("output", "attribution"):
+        if not isinstance(data.get(table_key, {}), Mapping):
+            checker.fail("the top level", f"{table_key} must be a table: write [{table_key}].", checker.line(table_key))
+    output = _output(checker, data.get("output", {}), base)
+    attribution = _attribution(checker, data.get("attribution", {}), base)
+
+    entries = data.get("models")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, Mapping) for e in entries):
+        checker.fail("the top level", "a gallery needs at least one [[models]] table with model = ... and targets = [...].",
+                     checker.line("models"))
+    loaded: dict[str, ModelEntry] = {}
+    units: dict[tuple[str, str], Unit] = {}
+    items: dict[str, Item] = {}
+    for index, entry in enumerate(entries):
+        span = checker.section("models", index)
+        where = f"[[models]] #{index + 1}"
+        checker.keys(entry, MODEL_KEYS, where, span)
+        if "model" not in entry:
+            checker.fail(where, "model is missing; write model = \"efficientnet_lite0\" (or torchvision:NAME, timm:NAME).",
+                         span[0] if span else None)
+        checker.typed(entry["model"], str, where, "model", span)
+        model_name = safe_name(checker.typed(entry.get("name", entry["model"]), str, where, "name", span))
+        where = f"model {model_name!r}"
+        if model_name in loaded:
+            checker.fail(where, f"two models are called {model_name!r}; give each a different name = \"...\".",
+                         checker.line("name", span) or checker.line("model", span))
+        model_settings = checker.settings(entry, defaults, where, span)
+        targets = entry.get("targets")
+        if not isinstance(targets, list) or not targets:
+            checker.fail(where, 'targets must list at least one target, e.g. targets = ["blocks.4:0-15", \'logits:"Egyptian cat"\'].',
+                         checker.line("targets", span) or (span[0] if span else None))
+        loaded[model_name] = load_entry(checker, model_name, entry, where, span, models, device)
+        _expand_model(checker, span, where, loaded[model_name], targets, model_settings, units, items)
+    spec = GallerySpec(title, description, name, text, loaded, list(units.values()), [], output, attribution, base)
+    for entry in loaded.values():
+        entry.weights_sha256 = weights_sha256(entry.model.module)
+    spec.items = [_keyed(item, loaded[item.unit.model]) for item in items.values()]
+    return spec
+
+
+def _expand_model(checker: Checker, span, where: str, entry: ModelEntry, targets: list, model_settings: dict,
+                  units: dict[tuple[str, str], Unit], items: dict[str, Item]) -> None:
+    """Add the units and items of one model's ``targets`` (strings or inline tables with settings)."""
+    for position, target_entry in enumerate(targets):
+        where_target = f"{where} targets[{position}]"
+        if isinstance(target_entry, Mapping):
+            target_line = checker.value_line(str(target_entry.get("target", "")), span)
+            target_span = (target_line, target_line) if target_line else span
+            checker.keys(target_entry, TARGET_KEYS, where_target, target_span)
+            if "target" not in target_entry:
+                checker.fail(where_target, 'a target table needs target = "layer:channels".', span[0] if span else None)
+            expression = checker.typed(target_entry["target"], str, where_target, "target", target_span)
+            unit_settings = checker.settings(target_entry, model_settings, where_target, target_span)
+        elif isinstance(target_entry, str):
+            expression, unit_settings = target_entry, model_settings
+        else:
+            checker.fail(where_target, f"a target must be a string or an inline table, not {target_entry!r}.",
+                         checker.line("targets", span))
+        line = checker.value_line(expression, span)
+        try:
+            parsed = parse_targets(expression, entry.model)
+        except StudioError as error:
+            checker.fail(f"{where_target} {expression!r}", str(error), line)
+        render = RenderSettings(**{k: v for k, v in unit_settings.items() if k not in ("seeds", "batch")})
+        for target in parsed:
+            canonical = replace(target, text=target.name)
+            unit = Unit(entry.name, canonical, layer_info(entry.model, target.layer).channels, len(units))
+            unit = units.setdefault((entry.name, unit.text), unit)
+            for seed in unit_settings["seeds"]:
+                item = Item(unit, seed, render, unit_settings["batch"], "", line)
+                previous = items.get(item.id)
+                if previous is not None and previous.settings != render:
+                    where_line = f" (line {previous.line})" if previous.line else ""
+                    checker.fail(f"{where_target} {expression!r}",
+                                 f"{unit.text} seed {seed} is already listed{where_line} with other settings; "
+                                 "list each unit once per model.", line)
+                items.setdefault(item.id, item)
+
+
+def _keyed(item: Item, entry: ModelEntry) -> Item:
+    """The item with its settings key: model identity, target, seed and render settings, hashed."""
+    target = item.unit.target
+    key = digest({"model": {k: v for k, v in entry.identity().items() if k != "name"},
+                  "target": {"layer": target.layer, "channel": target.channel, "position": target.position},
+                  "seed": item.seed, "settings": item.settings.as_dict(),
+                  "transforms": TransformSettings.preset(item.settings.transforms).as_dict()})
+    return Item(item.unit, item.seed, item.settings, item.batch, key, item.line)
+
+
+def load_spec(spec: str | Path | Mapping | GallerySpec, *, models: Mapping[str, StudioModel | str] | None = None,
+              device: torch.device | str | None = None) -> GallerySpec:
+    """A validated :class:`GallerySpec` from a TOML file path, a parsed mapping, or one already loaded."""
+    if isinstance(spec, GallerySpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_spec(spec, models=models, device=device)
+    path = Path(spec)
+    if not path.is_file():
+        raise StudioError(f"Gallery spec {str(path)!r} does not exist; give the path of a .toml file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise StudioError(f"{path.name} is not valid TOML: {error}.") from None
+    return parse_spec(data, text=text, name=path.name, base_dir=path.parent, models=models, device=device)

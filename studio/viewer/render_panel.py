@@ -1,0 +1,262 @@
+"""The feature-visualisation panel: the unit to render, the viewer's fields and one field per render setting,
+Run and Stop, and the image forming live in one napari image layer.
+
+The render runs :func:`studio.viewer.streaming.stream` (the engine's generator) in a napari generator
+worker; every step yields, so Stop and napari's cancel take effect within a step, and every few steps the
+image layer's data is replaced in place. Layers are only touched in the main thread (signal handlers).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from psygnal import Signal
+
+from studio.errors import StudioError
+from studio.models import StudioModel
+from studio.settings import RenderSettings, setting_fields
+from studio.targets import OUTPUT, Target, display_layer, parse_target, resolve_layer
+from studio.viewer.fields import complete_classes, set_value, setting_widget
+from studio.viewer.streaming import (DEFAULT_LAYER, HEATMAP_KEY, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame,
+                                     RenderRequest, error_message, render_label, stream)
+
+#: Seconds between status-text and progress-bar refreshes for steps that bring no image.
+STATUS_INTERVAL = 0.25
+
+
+def _drive(frames):
+    """Generator function the worker runs (a generator *function*, so napari makes a GeneratorWorker)."""
+    return (yield from frames)
+
+
+class RenderPanel(Container):
+    """Pick a layer, a unit and settings; :meth:`start` streams the render into an image layer.
+
+    The model comes from :meth:`set_model`; ``lock`` is shared with the attribution panel, so the two never
+    run the model at once. Messages for the user go out through ``message``.
+    """
+
+    #: Emitted (main thread) after a frame's images are shown in the image layer.
+    frame_shown = Signal(object)
+    #: Emitted when a render ends (finished, stopped or failed), with the last frame or None.
+    finished = Signal(object)
+    #: A message for the user, and whether it is an error.
+    message = Signal(str, bool)
+
+    def __init__(self, napari_viewer, lock: threading.Lock) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.model: StudioModel | None = None
+        self._lock = lock
+        self._stop: threading.Event | None = None
+        self._status_time = 0.0
+        self._name = ""
+        self._targets: list[Target] = []
+        self.last_frame: Frame | None = None
+        self.worker = None
+        self.image_layer: Image | None = None
+        self.progress_bar: progress | None = None
+
+        self.layer = ComboBox(name="layer", choices=self._layer_choices, tooltip="module path, with its output shape")
+        self.kind = ComboBox(name="objective", choices=list(KINDS), value=KINDS[0])
+        self.channel = SpinBox(name="channel", min=0, max=0, value=0)
+        self.class_name = LineEdit(name="class_label", label="class", value="",
+                                   tooltip="class label (with completion) or index")
+        self.row = SpinBox(name="row", min=0, max=0)
+        self.column = SpinBox(name="column", min=0, max=0)
+        #: Every named field by its name: the viewer's own, then one per render setting.
+        self.fields = {spec.name: setting_widget(spec) for spec in (*VIEWER_FIELDS, *setting_fields())}
+        self.run_button = PushButton(text="Run")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.status = Label(value="")
+        self.extend([self.layer, self.kind, self.channel, self.class_name, self.row, self.column,
+                     *self.fields.values(),
+                     Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button]),
+                     self.status])
+
+        self.layer.changed.connect(self._update_unit_fields)
+        self.kind.changed.connect(self._update_unit_fields)
+        self.stop_button.changed.connect(self.stop)
+        self._update_unit_fields()
+
+    # ------------------------------------------------------------------ fields
+
+    def set_model(self, model: StudioModel) -> None:
+        """List the model's layers (keeping the chosen one when it has it) and complete its class labels."""
+        self.model = model
+        current = self.layer.value
+        self.layer.reset_choices()
+        names = list(self.layer.choices)
+        self.layer.value = current if current in names else (DEFAULT_LAYER if DEFAULT_LAYER in names
+                                                             else names[len(names) // 2])
+        complete_classes(self.class_name, model)
+        if model.class_names and not self.class_name.value:
+            self.class_name.value = model.class_label(0)
+        self._update_unit_fields()
+
+    def _layer_choices(self, *_) -> list[tuple[str, str]]:
+        """Every layer of the loaded model with its output shape (choices of a combo box must come from a
+        callable: magicgui resets static choices when the widget is docked)."""
+        if self.model is None:
+            return []
+        return [(f"{display_layer(name)}   {'×'.join(map(str, shape))}", display_layer(name))
+                for name, shape in self.model.layer_shapes.items()]
+
+    def _is_output(self, layer: str) -> bool:
+        return self.model is not None and bool(layer) and resolve_layer(self.model, layer) == OUTPUT
+
+    def _update_unit_fields(self, *_) -> None:
+        layer, kind = self.layer.value, self.kind.value
+        is_output = self._is_output(layer)
+        self.class_name.visible = is_output and kind != "layer"
+        self.channel.visible = not is_output and kind != "layer"
+        self.row.visible = self.column.visible = kind == "neuron"
+        self.fields["count"].enabled = kind != "layer"
+        shape = self.model.layer_shapes.get(resolve_layer(self.model, layer)) if self.model and layer else None
+        if shape:
+            self.channel.max = max(0, shape[0] - 1)
+            if len(shape) == 3:
+                self.row.max, self.column.max = shape[1] - 1, shape[2] - 1
+                self.row.value, self.column.value = shape[1] // 2, shape[2] // 2
+
+    def request(self) -> RenderRequest:
+        """The render the fields describe (``StudioError`` when a setting is out of range)."""
+        layer = self.layer.value or DEFAULT_LAYER
+        unit = self.class_name.value if self._is_output(layer) else self.channel.value
+        position = (self.row.value, self.column.value) if self.kind.value == "neuron" else None
+        settings = RenderSettings(**{spec.name: self.fields[spec.name].value for spec in setting_fields()})
+        viewer = {spec.name: self.fields[spec.name].value for spec in VIEWER_FIELDS}
+        return RenderRequest(layer, self.kind.value, unit, position, settings=settings, **viewer)
+
+    def current_targets(self) -> list[Target]:
+        """The units of the last render, or else of the fields."""
+        return self._targets or self.request().targets(self.model)
+
+    def fill(self, target: str | None = None, **values) -> None:
+        """Fill the unit fields from a target string (``blocks.4:12``, ``blocks.4:3@7,7``, ``logits:"tabby"``)
+        and fields by name (any render setting, ``count``, ``every``, ``seed``; ``None`` leaves one as is)."""
+        unknown = sorted(set(values) - set(self.fields))
+        if unknown:
+            raise StudioError(f"The render panel has no field {unknown[0]!r}; its fields are {', '.join(self.fields)}.")
+        for name, value in values.items():
+            if value is not None:
+                set_value(self.fields[name], value)
+        if target is None:
+            return
+        if self.model is None:
+            raise StudioError("Load a model before filling in a target.")
+        parsed = parse_target(target, self.model)
+        self.layer.value = parsed.layer_name
+        self.kind.value = "layer" if parsed.whole_layer else ("neuron" if parsed.position else "channel")
+        self._update_unit_fields()
+        if parsed.layer == OUTPUT and not parsed.whole_layer:
+            self.class_name.value = parsed.label or str(parsed.channel)
+        elif not parsed.whole_layer:
+            self.channel.value = parsed.channel
+        if parsed.position is not None:
+            self.row.value, self.column.value = parsed.position
+
+    def update_buttons(self, loading: bool) -> None:
+        """Run while idle (and no model is loading), Stop while rendering."""
+        self.run_button.enabled = self.worker is None and not loading
+        self.stop_button.enabled = self.worker is not None
+
+    # ------------------------------------------------------------------ render
+
+    def start(self) -> None:
+        """Start a render of the fields with the panel's model (errors in the fields go to ``message``)."""
+        try:
+            request = self.request()
+            targets = request.targets(self.model)
+        except StudioError as error:
+            self.message.emit(str(error), True)
+            return
+        self._targets, self._name, self.last_frame = targets, render_label(targets), None
+        self._stop = threading.Event()
+        frames = stream(self.model, targets, request.settings, seed=request.seed, every=request.every,
+                        lock=self._lock, stop=self._stop)
+        # Our own napari progress bar, advanced at most a few times a second: with software OpenGL every
+        # repaint of the window costs a full composite, and a per-step bar slowed renders several-fold.
+        self.progress_bar = progress(total=request.settings.steps, desc=f"Rendering {self._name}")
+        worker = create_worker(_drive, frames, _ignore_errors=True)
+        worker.yielded.connect(self._on_frame)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(lambda error: self.message.emit(error_message(error), True))
+        worker.finished.connect(partial(self._on_finished, frames))
+        self.worker = worker
+        self.status.value = f"rendering {self._name} ..."
+        self.message.emit("", False)
+        worker.start()
+
+    def stop(self, *_) -> None:
+        """Stop the render after the current step; the last image stays."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def _on_frame(self, frame: Frame) -> None:
+        self.last_frame = frame
+        now = time.perf_counter()
+        if frame.images is None and now - self._status_time < STATUS_INTERVAL:
+            return  # a step without images: refresh the text at most a few times a second
+        self._status_time = now
+        if self.progress_bar is not None:
+            self.progress_bar.update(frame.step - self.progress_bar.n)
+        values = ", ".join(f"{v:.3g}" for v in frame.values[:4]) + (" ..." if len(frame.values) > 4 else "")
+        state = "stopped at" if frame.stopped else ("done," if frame.done else "step")
+        self.status.value = (f"{self._name}: {state} {frame.step}/{frame.steps} · objective {values} · "
+                             f"{frame.steps_per_second:.1f} steps/s")
+        if frame.images is not None:
+            self._show(frame.images)
+            self.frame_shown.emit(frame)
+
+    def _on_returned(self, frame: Frame | None) -> None:
+        if frame is not None and frame.stopped:
+            self._on_frame(frame)
+
+    def _on_finished(self, frames) -> None:
+        frames.close()  # after a napari cancel (quit) the generator is suspended: close it, restoring the model
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+        self.worker = None
+        self._stop = None
+        self.finished.emit(self.last_frame)
+
+    def _show(self, images: np.ndarray) -> None:
+        """Put images ``[B, H, W, 3]`` in the image layer: replace its data, or create it once."""
+        data = images[0] if len(images) == 1 else images
+        layer = self.image_layer
+        if layer is None or layer not in self.viewer.layers or layer.name != self._name:
+            existing = self.viewer.layers[self._name] if self._name in self.viewer.layers else None
+            if isinstance(existing, Image) and existing.rgb:
+                layer = existing
+            else:
+                layer = self.viewer.add_image(data, rgb=True, name=self._name, contrast_limits=(0, 1))
+                self._place_beside_others(layer)
+                if data.ndim == 4 and self.viewer.dims.ndim == 3:
+                    self.viewer.dims.axis_labels = ("unit", *self.viewer.dims.axis_labels[1:])
+        if layer.data is not data:
+            layer.data = data
+        layer.metadata[TARGETS_KEY] = [target.name for target in self._targets]
+        self.image_layer = layer
+
+    def _place_beside_others(self, layer: Image) -> None:
+        """Scale a new render to the height of the other images and put it to their left."""
+        others = [other for other in self.viewer.layers
+                  if other is not layer and isinstance(other, Image) and not other.metadata.get(HEATMAP_KEY)]
+        if not others:
+            return
+        extents = np.array([other.extent.world[:, -2:] for other in others])
+        top, left = extents[:, 0, 0].min(), extents[:, 0, 1].min()
+        height = extents[:, 1, 0].max() - top
+        rows, cols = layer.data.shape[-3:-1]
+        scale = height / rows
+        layer.scale = (*layer.scale[:-2], scale, scale)
+        layer.translate = (*layer.translate[:-2], top, left - cols * scale - 0.05 * height)
+        self.viewer.reset_view()
