@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     for precision in studio.settings.PRECISIONS:
         start = time.perf_counter()
         result = studio.render(model, targets, steps=args.steps, size=args.size, seed=0, precision=precision)
-        clean[precision] = result.clean_activations
+        clean[precision] = result.clean_values
         print(f"{precision:9s} {time.perf_counter() - start:6.0f} s on {model.device}, mean clean activation "
-              f"{result.clean_activations.mean():.3f}", flush=True)
+              f"{result.clean_values.mean():.3f}", flush=True)
     relative = (clean["bfloat16"] - clean["float32"]) / clean["float32"].abs()
     print(f"bf16 vs float32 over {args.channels} channels: median {relative.median():+.2%}, "
           f"median |difference| {relative.abs().median():.2%}, largest |difference| {relative.abs().max():.2%}")

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 import torch
 
 from studio.errors import StudioError
-from studio.hooks import forward_to, frozen
+from studio.hooks import frozen
 from studio.models import StudioModel, load_model, resize_to_input
 from studio.objectives import IMAGE, Objective, units
 from studio.objectives import layer as deepdream
 from studio.param import ImageParam, image
 from studio.param.image import seeds_for
 from studio.settings import RenderSettings
-from studio.targets import Target, display_layer, parse_targets, resolve_layer
+from studio.targets import Target, activations, module_of, parse_targets
 from studio.transforms import TransformSettings, counter_uniform, random_affine
 
 TargetSpec = str | int | Target
@@ -78,19 +78,19 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
     targets = [target for spec in specs for target in parse_targets(spec, model)]
     if not targets:
         raise StudioError("No target given; name at least one, e.g. blocks.4:12.")
-    by_layer: dict[str, list[int]] = {}
+    by_key: dict[str, list[int]] = {}
     for index, target in enumerate(targets):
-        by_layer.setdefault(target.layer, []).append(index)
+        by_key.setdefault(target.key, []).append(index)
     parts = []
-    for layer_name, indices in by_layer.items():
+    for key, indices in by_key.items():
         if any(targets[i].whole_layer for i in indices):
             if len(targets) > 1:
-                raise StudioError(f"Target {display_layer(layer_name)!r} names a whole layer; in a list of targets "
+                raise StudioError(f"Target {targets[indices[0]].name!r} names a whole layer; in a list of targets "
                                   "give each a channel.")
-            parts.append(deepdream(layer_name))
+            parts.append(deepdream(key))
             continue
-        parts.append(units(layer_name, [targets[i].channel for i in indices],
-                           [targets[i].position for i in indices], images=indices))
+        parts.append(units(key, [targets[i].channel for i in indices], [targets[i].at for i in indices],
+                           images=indices))
     total = parts[0]
     for part in parts[1:]:
         total = total + part
@@ -98,10 +98,9 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
     return total, targets
 
 
-def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, str],
-                 transform: TransformSettings | None, draws: torch.Tensor | None,
-                 precision: str = "float32") -> dict[str, torch.Tensor]:
-    """Captured activations keyed by the objective's layer names, plus the images themselves.
+def _activations(model: StudioModel, images: torch.Tensor, keys: list[str], transform: TransformSettings | None,
+                 draws: torch.Tensor | None, precision: str = "float32") -> dict[str, torch.Tensor]:
+    """The objective's activations (channels-first, :func:`studio.targets.activations`), plus the images.
 
     Only the model's forward runs in ``precision``; parameterisation, colour and transforms stay float32.
     """
@@ -111,10 +110,7 @@ def _activations(model: StudioModel, images: torch.Tensor, layer_map: dict[str, 
         inputs = random_affine(images, model.spec.size, transform, draws)
     autocast = nullcontext() if precision == "float32" else torch.autocast(images.device.type, dtype=torch.bfloat16)
     with autocast:
-        modules = set(layer_map.values())
-        # With several layers, a later in-place op (ReLU(inplace=True), `out += x`) must not touch an earlier capture.
-        captured = forward_to(model.module, model.spec.normalise(inputs), modules, clone=len(modules) > 1)
-    acts = {name: captured[module_path] for name, module_path in layer_map.items()}
+        acts = activations(model, model.spec.normalise(inputs), keys)
     acts[IMAGE] = images
     return acts
 
@@ -136,7 +132,9 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     custom = changes.pop("param") if isinstance(changes.get("param"), ImageParam) else None
     settings = (settings or RenderSettings()).updated(changes)
     objective, targets = objective_for(model, objective)
-    layer_map = {name: resolve_layer(model, name) for name in objective.layers if name != IMAGE}
+    keys = [name for name in objective.layers if name != IMAGE]
+    for key in keys:
+        module_of(model, key)  # an unknown layer in a custom objective fails here, before the first step
     batch = len(targets) if targets is not None else (batch or 1)
     device = model.device
     seeds = seeds_for(seed, batch)
@@ -160,7 +158,7 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
         with frozen(model.module), torch.enable_grad():
             images = param()
             draws = counter_uniform(seed_tensor, step, 4)
-            total, terms = objective.evaluate(_activations(model, images, layer_map, transform, draws, precision))
+            total, terms = objective.evaluate(_activations(model, images, keys, transform, draws, precision))
             optimizer.zero_grad(set_to_none=True)
             (-total.sum()).backward()
             optimizer.step()
@@ -171,7 +169,7 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
             yield Snapshot(step, steps, current, total.detach().cpu(), {k: v.detach().cpu() for k, v in terms.items()})
     with frozen(model.module), torch.no_grad():
         final = param().detach()
-        clean, clean_terms = objective.evaluate(_activations(model, final, layer_map, None, None))
+        clean, clean_terms = objective.evaluate(_activations(model, final, keys, None, None))
     result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, record,
                           time.perf_counter() - start)
     yield Snapshot(steps, steps, result.images, total.detach().cpu(),

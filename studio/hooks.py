@@ -90,8 +90,9 @@ def forward_to(module: nn.Module, inputs: torch.Tensor, layers: Iterable[str],
 
 
 def record_output_shapes(module: nn.Module, probe: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of every submodule that runs on ``probe``, in forward order, and of the
-    whole model under ``OUTPUT``; modules that return no tensor are left out."""
+    """Output shape (batch included) of every submodule that runs on ``probe``, in forward order, and of the
+    whole model under ``OUTPUT``; modules that return no tensor are left out. A batch other than the probe's
+    marks a layer that folds images together (window-partitioned attention)."""
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
 
@@ -99,7 +100,7 @@ def record_output_shapes(module: nn.Module, probe: torch.Tensor) -> dict[str, tu
         def hook(_module, _inputs, output) -> None:
             if name not in shapes:
                 try:
-                    shapes[name] = tuple(first_tensor(output).shape[1:])
+                    shapes[name] = tuple(first_tensor(output).shape)
                 except StudioError:
                     pass
         return hook
@@ -113,7 +114,7 @@ def record_output_shapes(module: nn.Module, probe: torch.Tensor) -> dict[str, tu
     finally:
         for handle in handles:
             handle.remove()
-    shapes[OUTPUT] = tuple(first_tensor(output).shape[1:])
+    shapes[OUTPUT] = tuple(first_tensor(output).shape)
     return shapes
 
 

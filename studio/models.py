@@ -65,10 +65,15 @@ class StudioModel:
         return self.module(self.spec.normalise(resize_to_input(images, self.spec)))
 
     @cached_property
-    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Output shape (without batch) of every named module at the model's input size, in forward order;
-        the model output is under ``""``."""
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape of every named module for one image at the model's input size (batch included), in
+        forward order; the model output is under ``""``."""
         return record_output_shapes(self.module, torch.zeros(1, 3, *self.spec.size, device=self.device))
+
+    @cached_property
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """:attr:`output_shapes` without the batch dimension."""
+        return {name: shape[1:] for name, shape in self.output_shapes.items()}
 
     def class_label(self, index: int) -> str:
         """The first synonym of a class description (``tabby, tabby cat`` -> ``tabby``), else the index."""

@@ -11,22 +11,24 @@ Grammar (module paths are exactly ``model.named_modules()`` names; ``logits`` is
   ``blocks.4:3-5@7,7``, ``logits:"Egyptian cat","tabby"``.
 
 Values are read from activations in channels-first form, ``[B, C, *spatial]``: ``[B, C]`` vectors (logits),
-``[B, C, H, W]`` maps, ``[B, C, D, H, W]`` volumes. :func:`layer_info` says what a layer holds; other
-layouts (tokens, channel-last) are described there and converted to this form, here and nowhere else.
+``[B, C, H, W]`` maps, ``[B, C, D, H, W]`` volumes. :func:`layer_info` says how a layer lays out its output
+(channels-first, transformer tokens ``[B, N, C]`` with prefix tokens before a patch grid, channel-last
+``[B, H, W, C]``), and :func:`activations` converts captures to the channels-first form, here and nowhere
+else; a token layer's prefix tokens are read as ``@cls`` (``@tokenN``) targets.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from studio.errors import StudioError
-from studio.hooks import OUTPUT
+from studio.hooks import OUTPUT, forward_to
 
 if TYPE_CHECKING:
     from studio.models import StudioModel
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 LOGITS = "logits"
 
 _TARGET_RE = re.compile(r"""^\s*(?P<layer>[^:@]+?)\s*(?::\s*(?P<unit>"[^"]*"|'[^']*'|[^@]+?))?\s*"""
-                        r"""(?:@\s*(?P<position>-?\d+(?:\s*,\s*-?\d+)*))?\s*$""")
+                        r"""(?:@\s*(?P<position>-?\d+(?:\s*,\s*-?\d+)*|cls|token\d+))?\s*$""")
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 #: A bare word that reads as a module path (``blocks.4``, ``head.fc``), not as a class label.
 _DOTTED = re.compile(r"[\w.]*\.\w*")
@@ -62,6 +64,17 @@ class Target:
     position: tuple[int, ...] | None = None
     text: str = field(default="", compare=False)
     label: str = field(default="", compare=False)
+    prefix_token: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The activation it reads: its layer's grid, or the layer's prefix tokens (``@cls``)."""
+        return self.layer if self.prefix_token is None else self.layer + PREFIX
+
+    @property
+    def at(self) -> tuple[int, ...] | None:
+        """The position it reads in that activation (a prefix token is a position on the prefix axis)."""
+        return self.position if self.prefix_token is None else (self.prefix_token,)
 
     @property
     def layer_name(self) -> str:
@@ -76,8 +89,13 @@ class Target:
     def name(self) -> str:
         """The canonical target string: ``blocks.4:12@7,3``, ``logits:285``, ``blocks.4``."""
         unit = "" if self.channel is None else f":{self.channel}"
-        where = "" if self.position is None else "@" + ",".join(map(str, self.position))
-        return f"{self.layer_name}{unit}{where}"
+        return f"{self.layer_name}{unit}{self._where}"
+
+    @property
+    def _where(self) -> str:
+        if self.prefix_token is not None:
+            return "@cls" if self.prefix_token == 0 else f"@token{self.prefix_token}"
+        return "" if self.position is None else "@" + ",".join(map(str, self.position))
 
     @property
     def description(self) -> str:
@@ -95,8 +113,7 @@ class Target:
         ``whole layer``."""
         if self.channel is None:
             return "whole layer"
-        where = "" if self.position is None else "@" + ",".join(map(str, self.position))
-        return f"{self.channel}{where}" + (f" {self.label}" if self.label else "")
+        return f"{self.channel}{self._where}" + (f" {self.label}" if self.label else "")
 
     def file_stem(self, channels: int) -> str:
         """``c012`` (zero-padded to the layer's ``channels``), ``c012_y7_x3``, ``c285_Egyptian_cat`` for a class,
@@ -106,6 +123,8 @@ class Target:
         stem = f"c{self.channel:0{len(str(max(channels - 1, 0)))}d}"
         if self.label:
             stem += f"_{safe_name(self.label)}"
+        if self.prefix_token is not None:
+            stem += f"_{self._where[1:]}"
         if self.position is not None:
             stem += "".join(f"_{axis}{value}" for axis, value in zip(_axes(len(self.position)), self.position))
         return stem
@@ -117,7 +136,7 @@ class Target:
         """This unit's value for each image of a channels-first activation ``[B, C, *spatial]``: ``[B]``."""
         if self.channel is None:
             return layer_value(activation)
-        return unit_values(activation, [self.channel] * len(activation), [self.position] * len(activation))
+        return unit_values(activation, [self.channel] * len(activation), [self.at] * len(activation))
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -150,11 +169,16 @@ def unit_values(activation: torch.Tensor, channels: Sequence[int], positions: Se
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """What a layer holds, channels-first: ``channels`` and the ``spatial`` shape (``()`` for a vector)."""
+    """What a layer holds, channels-first: ``channels`` and the ``spatial`` shape (``()`` for a vector, the
+    patch grid for tokens), how its output is laid out, and how many ``prefix`` tokens (class, distillation,
+    register) come before a token grid."""
 
     path: str
     channels: int
     spatial: tuple[int, ...]
+    layout: str = "channels-first"
+    prefix: int = 0
+    inferred: bool = False
 
     @property
     def name(self) -> str:
@@ -163,13 +187,106 @@ class LayerInfo:
     def describe_spatial(self) -> str:
         return "x".join(map(str, self.spatial))
 
+    def describe(self) -> str:
+        """``tokens: 1 prefix + 14x14 grid, 192 channels`` and the like, for ``studio layers``."""
+        if self.layout == "tokens":
+            how = " (prefix inferred from the token count)" if self.inferred else ""
+            return f"tokens: {self.prefix} prefix + {self.describe_spatial()} grid{how}, {self.channels} channels"
+        if not self.spatial:
+            return f"vector, {self.channels} channels"
+        kind = "channel-last" if self.layout == "channel-last" else ("volume" if len(self.spatial) == 3 else "map")
+        return f"{kind} {self.describe_spatial()}, {self.channels} channels"
+
+    def channels_first(self, activation: torch.Tensor) -> torch.Tensor:
+        """The output as ``[B, C, *spatial]``: a token grid without its prefix tokens, channel-last moved."""
+        if self.layout == "tokens":
+            patches = activation[:, self.prefix:]
+            return patches.transpose(1, 2).reshape(len(activation), self.channels, *self.spatial)
+        if self.layout == "channel-last":
+            return activation.movedim(-1, 1)
+        return activation
+
+    def prefix_tokens(self, activation: torch.Tensor) -> torch.Tensor:
+        """The prefix tokens as ``[B, C, prefix]`` (read by ``@cls`` targets)."""
+        return activation[:, :self.prefix].transpose(1, 2)
+
+
+#: Suffix of an activation key that holds a layer's prefix tokens rather than its grid.
+PREFIX = "@prefix"
+
 
 def layer_info(model: StudioModel, path: str) -> LayerInfo:
-    """Channels and spatial shape of a resolved layer, read from its recorded output shape."""
-    shape = model.layer_shapes[path]
-    if not shape:
+    """Channels, spatial shape and layout of a resolved layer, read from its recorded output: ``[B, C]``
+    vectors, ``[B, C, *spatial]`` maps and volumes, ``[B, N, C]`` tokens (a patch grid after prefix tokens) and
+    ``[B, H, W, C]`` channel-last maps (told apart from ``[B, C, H, W]`` by which pair of sizes has the
+    input's aspect ratio)."""
+    shape = model.output_shapes[path]
+    batch, raw = shape[0], shape[1:]
+    if batch != 1:
+        raise StudioError(f"Layer {display_layer(path)!r} folds images into windows (shape {list(shape)} for one "
+                          f"image); target the block output {_enclosing_block(model, path)!r} instead.")
+    if not raw:
         raise StudioError(f"Layer {display_layer(path)!r} outputs a scalar per image; target a layer with channels.")
-    return LayerInfo(path, shape[0], tuple(shape[1:]))
+    if len(raw) == 1:
+        return LayerInfo(path, raw[0], ())
+    if len(raw) == 2:
+        return _token_info(model, path, *raw)
+    if len(raw) == 3 and not _has_input_aspect(model, raw[1:]) and _has_input_aspect(model, raw[:2]):
+        return LayerInfo(path, raw[2], tuple(raw[:2]), "channel-last")
+    return LayerInfo(path, raw[0], tuple(raw[1:]))
+
+
+def _has_input_aspect(model: StudioModel, sides: Sequence[int]) -> bool:
+    height, width = model.spec.size[-2:]
+    return sides[0] * width == sides[1] * height
+
+
+def _token_info(model: StudioModel, path: str, count: int, channels: int) -> LayerInfo:
+    """A token layer's prefix and patch grid: the model's own prefix count (timm's ``num_prefix_tokens``, a
+    torchvision class token) when the rest fills a grid of the input's aspect, else the smallest that does."""
+    height, width = model.spec.size[-2:]
+    known = getattr(model.module, "num_prefix_tokens", 1 if hasattr(model.module, "class_token") else None)
+    for prefix in dict.fromkeys([*([known] if known is not None else []), *range(9)]):
+        rows = round(((count - prefix) * height / width) ** 0.5) if count > prefix else 0
+        if rows and (count - prefix) % rows == 0 and _has_input_aspect(model, (rows, (count - prefix) // rows)):
+            return LayerInfo(path, channels, (rows, (count - prefix) // rows), "tokens", prefix,
+                             inferred=known is None and prefix > 0)
+    raise StudioError(f"Layer {display_layer(path)!r} outputs {count} tokens of {channels} channels, which no "
+                      f"prefix of up to 8 tokens leaves as a grid of the input's {height}x{width} shape.")
+
+
+def _enclosing_block(model: StudioModel, path: str) -> str:
+    """The nearest enclosing module whose output keeps one image per batch entry."""
+    parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        parent = ".".join(parts[:end])
+        if model.output_shapes.get(parent, (0,))[0] == 1:
+            return parent
+    return LOGITS
+
+
+def module_of(model: StudioModel, key: str) -> str:
+    """The module path an activation key reads (a layer name, or a layer's ``@prefix`` tokens)."""
+    return resolve_layer(model, key.removesuffix(PREFIX))
+
+
+def channels_first(model: StudioModel, key: str, output: torch.Tensor) -> torch.Tensor:
+    """A module's captured ``output`` as the activation ``key`` names: its channels-first grid, or its
+    prefix tokens ``[B, C, prefix]`` for a ``@prefix`` key."""
+    info = layer_info(model, module_of(model, key))
+    return info.prefix_tokens(output) if key.endswith(PREFIX) else info.channels_first(output)
+
+
+def activations(model: StudioModel, inputs: torch.Tensor, keys: Iterable[str],
+                clone: bool | None = None) -> dict[str, torch.Tensor]:
+    """The channels-first activations ``keys`` name for model-ready ``inputs``, from one forward cut short
+    after the last module needed. ``clone`` (default: when several modules are hooked) protects captures
+    from later in-place ops."""
+    keys = list(dict.fromkeys(keys))
+    paths = {key: module_of(model, key) for key in keys}
+    modules = set(paths.values())
+    captured = forward_to(model.module, inputs, modules, clone=len(modules) > 1 if clone is None else clone)
+    return {key: channels_first(model, key, captured[path]) for key, path in paths.items()}
 
 
 def resolve_layer(model: StudioModel, layer: str) -> str:
@@ -226,9 +343,13 @@ def parse_target(spec: str | int | Target, model: StudioModel) -> Target:
         raise StudioError(f"Cannot read target {spec!r}: write layer, layer:channel, layer:channel@y,x or logits:\"label\".")
     info = layer_info(model, resolve_layer(model, match["layer"]))
     channel = None if match["unit"] is None else _channel(match["unit"].strip(), info, model, text)
-    position = None if match["position"] is None else _position(match["position"], info, channel, match["layer"])
+    position = prefix_token = None
+    if match["position"] is not None and match["position"][0].isalpha():
+        prefix_token = _prefix_token(match["position"], info, channel, match["layer"])
+    elif match["position"] is not None:
+        position = _position(match["position"], info, channel, match["layer"])
     label = model.class_label(channel) if info.path == OUTPUT and channel is not None and model.class_names else ""
-    return Target(info.path, channel, position, text, label)
+    return Target(info.path, channel, position, text, label, prefix_token)
 
 
 def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Target]:
@@ -299,6 +420,22 @@ def _axes(count: int) -> tuple[str, ...]:
     return {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}.get(count, tuple(f"a{i}" for i in range(count)))
 
 
+def _prefix_names(info: LayerInfo) -> str:
+    return ", ".join(["@cls", *(f"@token{i}" for i in range(1, info.prefix))])
+
+
+def _prefix_token(text: str, info: LayerInfo, channel: int | None, layer: str) -> int:
+    """``cls`` is prefix token 0, ``tokenN`` prefix token N, of a token layer."""
+    if info.layout != "tokens" or info.prefix == 0:
+        raise StudioError(f"Layer {layer!r} has no prefix tokens ({info.describe()}); write @row,column instead of @{text}.")
+    if channel is None:
+        raise StudioError(f"A token target needs a channel: write {layer}:CHANNEL@{text}.")
+    index = 0 if text == "cls" else int(text.removeprefix("token"))
+    if index >= info.prefix:
+        raise StudioError(f"Layer {layer!r} has {info.prefix} prefix token(s): {_prefix_names(info)}; not @{text}.")
+    return index
+
+
 def _position(text: str, info: LayerInfo, channel: int | None, layer: str) -> tuple[int, ...]:
     coords = tuple(int(v) for v in text.split(","))
     written = ",".join(map(str, coords))
@@ -313,7 +450,10 @@ def _position(text: str, info: LayerInfo, channel: int | None, layer: str) -> tu
     if not all(0 <= c < n for c, n in zip(coords, info.spatial)):
         names = ("rows", "columns") if len(axes) == 2 else axes
         ranges = ", ".join(f"{name} 0 to {n - 1}" for name, n in zip(names, info.spatial))
-        raise StudioError(f"Position {written} is outside the {info.describe_spatial()} map of {layer!r}: {ranges}.")
+        tokens = f" (its prefix tokens are {_prefix_names(info)})" if info.layout == "tokens" and info.prefix else ""
+        kind = "token grid" if info.layout == "tokens" else "map"
+        raise StudioError(f"Position {written} is outside the {info.describe_spatial()} {kind} of {layer!r}: "
+                          f"{ranges}{tokens}.")
     return coords
 
 

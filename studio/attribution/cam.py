@@ -16,20 +16,28 @@ from studio.targets import Target, layer_info, resolve_layer
 
 
 def default_cam_layer(model: StudioModel) -> str:
-    """The last module (in forward order) whose output is a spatial map: the last convolutional block."""
-    spatial = [name for name, shape in model.layer_shapes.items()
-               if name and len(shape) == 3 and shape[1] * shape[2] > 1]
+    """The last module (in forward order) whose output is a spatial map (a convolutional block, a channel-last
+    map or a token grid) of more than one position."""
+    spatial = [name for name in model.layer_shapes if name and _is_map(model, name)]
     if not spatial:
         raise StudioError(f"{model.name} has no layer with a spatial map; Grad-CAM needs a convolutional layer.")
     return spatial[-1]
+
+
+def _is_map(model: StudioModel, name: str) -> bool:
+    try:
+        info = layer_info(model, name)
+    except StudioError:  # window-partitioned attention, scalars
+        return False
+    return len(info.spatial) == 2 and info.spatial[0] * info.spatial[1] > 1
 
 
 def cam_layers(model: StudioModel, layer: str | None, targets: Sequence[Target]) -> list[str]:
     """The Grad-CAM layer of each image: the given one; else a unit target's own layer when it is a spatial
     map (Grad-CAM there is the unit's ReLU'd activation map), else the last convolutional block."""
     if layer is None:
-        return [t.layer if t.layer != OUTPUT and len(layer_info(model, t.layer).spatial) == 2
-                else default_cam_layer(model) for t in targets]
+        return [t.layer if t.layer != OUTPUT and _is_map(model, t.layer) else default_cam_layer(model)
+                for t in targets]
     name = resolve_layer(model, layer)
     if len(layer_info(model, name).spatial) != 2:
         raise StudioError(f"Layer {layer!r} has output shape {list(model.layer_shapes[name])}, not a [channels, "

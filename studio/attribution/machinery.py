@@ -12,7 +12,7 @@ from torch import nn
 from studio.errors import StudioError
 from studio.hooks import OUTPUT, forward_to, frozen
 from studio.models import StudioModel, resize_to_input
-from studio.targets import Target, class_target
+from studio.targets import Target, activations, channels_first, class_target, module_of
 
 
 @contextmanager
@@ -23,33 +23,34 @@ def attribution_mode(module: nn.Module) -> Iterator[None]:
         yield
 
 
-def activations(model: StudioModel, inputs: torch.Tensor, layers: set[str]) -> dict[str, torch.Tensor]:
-    """Activations of ``layers`` (``""`` = the model output) for images in ``[0, 1]`` at the model's input
-    size, safe from later in-place ops; the forward stops after the last hooked layer unless the output is needed."""
-    return forward_to(model.module, model.spec.normalise(inputs), sorted(layers), clone=True)
-
-
 def evaluate(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], wrt: str | None = None,
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One forward (and backward) pass: the scores ``[N]`` (each image's target read by the target itself),
     the gradient of each image's score with respect to ``wrt`` (``"input"``, a layer, or None for no backward)
-    and that layer's activation."""
-    layers = {t.layer for t in targets} | ({wrt} if wrt not in (None, "input") else set())
+    and that layer's activation, both channels-first (a token layer as its patch grid). Captures are clones,
+    safe from later in-place ops."""
+    keys = {t.key for t in targets}
+    layer = None if wrt in (None, "input") else wrt
+    paths = {key: module_of(model, key) for key in keys}
     with torch.set_grad_enabled(wrt is not None):
         x = inputs.detach().clone().requires_grad_(wrt is not None)  # a graph from the input on, even for a layer
-        acts = activations(model, x, layers)
-        scores = torch.cat([t(acts[t.layer][i:i + 1]) for i, t in enumerate(targets)])
+        captured = forward_to(model.module, model.spec.normalise(x), {*paths.values(), *([layer] if layer else [])},
+                              clone=True)
+        acts = {key: channels_first(model, key, captured[path]) for key, path in paths.items()}
+        scores = torch.cat([t(acts[t.key][i:i + 1]) for i, t in enumerate(targets)])
         if wrt is None:
             return scores.detach(), None, None
-        source = x if wrt == "input" else acts[wrt]
+        source = x if layer is None else captured[layer]
         gradient = None
         if scores.requires_grad:
             (gradient,) = torch.autograd.grad(scores.sum(), source, allow_unused=True)
-        if gradient is None and wrt != "input":
+        if gradient is None and layer is not None:
             raise StudioError(f"The target does not depend on layer {wrt!r}; pick a Grad-CAM layer that runs before "
                               f"the target's layer ({', '.join(sorted({t.layer_name for t in targets}))}).")
         if gradient is None:
             gradient = torch.zeros_like(x)
+        if layer is not None:
+            gradient, source = channels_first(model, layer, gradient), channels_first(model, layer, source)
         return scores.detach(), gradient.detach(), source.detach()
 
 
@@ -63,7 +64,8 @@ def logits(model: StudioModel, inputs: torch.Tensor, batch_size: int = 16) -> to
     """The model output ``[N, classes]`` for images at the model's input size, in chunks, without gradients."""
     parts: list[torch.Tensor] = []
     with torch.no_grad():
-        chunked(len(inputs), batch_size, lambda a, b: parts.append(activations(model, inputs[a:b], {OUTPUT})[OUTPUT]))
+        chunked(len(inputs), batch_size,
+                lambda a, b: parts.append(activations(model, model.spec.normalise(inputs[a:b]), [OUTPUT])[OUTPUT]))
     return torch.cat(parts).float()
 
 
