@@ -72,7 +72,7 @@ def studio_step_flops(model: studio.StudioModel, targets: list[str], **settings)
 def time_studio(model: studio.StudioModel, layer: str, channels: int, batch: int, steps: int,
                 **settings) -> tuple[float, float]:
     """Seconds to render ``channels`` channels of ``layer`` in batches of ``batch``, and peak memory."""
-    count = model.layer_shapes[studio.targets.resolve_layer(model, layer)][0]
+    count = studio.targets.layer_info(model, studio.targets.resolve_layer(model, layer)).channels
     targets = [f"{layer}:{c % count}" for c in range(channels)]
     studio.render(model, targets[:batch], steps=2, **settings)  # warm-up: kernels, allocator, cuDNN plans
     device = model.device
@@ -127,7 +127,7 @@ def benchmark(key: str, steps: int, channels: int, lucent_channels: int, device:
     model = studio.load_model(spec, pretrained=pretrained, device=device)
     base = {"size": 128, "param": "fourier", "snapshot_every": steps}
     rows = []
-    count = model.layer_shapes[layer][0]
+    count = studio.targets.layer_info(model, layer).channels
     runs = [("studio, batch 1", 1, 1, "float32")]
     for precision in ("float32", "bfloat16"):
         settings = studio.RenderSettings(size=base["size"], param=base["param"], steps=steps, precision=precision)

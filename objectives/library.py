@@ -38,10 +38,11 @@ def neuron(layer: str, n: int, y: int | None = None, x: int | None = None, batch
     """Activation of channel ``n`` at row ``y``, column ``x`` (default: the centre of the map or volume)."""
     def value(acts):
         a = acts[layer]
-        at = tuple(size // 2 for size in a.shape[2:]) if y is None else (y, x)
+        centre = tuple(size // 2 for size in a.shape[2:])
+        at = centre if y is None and x is None else (centre[0] if y is None else y, centre[1] if x is None else x)
         return _batch_mask(Target(layer, n, at)(a), batch)
-    where = "" if y is None else f"@{y},{x}"
-    return Objective(value, f"{layer}:{n}{where}{_suffix(batch)}", frozenset({layer}))
+    where = "" if y is None and x is None else f"@{'c' if y is None else y},{'c' if x is None else x}"
+    return Objective(value, f"{layer or 'logits'}:{n}{where}{_suffix(batch)}", frozenset({layer}))
 
 
 def units(layer: str, channels: Sequence[int], positions: Sequence[tuple[int, ...] | None] | None = None,

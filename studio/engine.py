@@ -8,6 +8,7 @@ on the sum of per-image objectives, so every image's gradient is independent of 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -44,7 +45,7 @@ class RenderResult:
 
     @property
     def clean_activations(self) -> torch.Tensor:
-        """The name ``clean_values`` had before 0.2 (for a unit target it is that unit's activation)."""
+        """The earlier name of ``clean_values`` (for a unit target it is that unit's activation)."""
         return self.clean_values
 
     def uint8(self) -> list:
@@ -124,12 +125,14 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     ``objective`` is a target string (``blocks.4:12``, or ``blocks.4:0-7`` for several), a list of them (one
     image per target, one batch), or an ``Objective`` (then ``batch`` images, default 1). ``settings`` (a
     :class:`RenderSettings`) with ``changes`` by name (``steps=256, param="maco"``) say how; ``param`` may
-    also be an ``ImageParam`` module of your own. Validation happens before the first step.
+    also be an ``ImageParam`` module of your own and ``transforms`` a ``TransformSettings`` of your own ranges.
+    Validation happens before the first step.
     ``seed`` is one seed per image, or an int ``s`` (image ``i`` gets ``s + i``): an image's start and its
     random transforms depend only on its own seed, not on its batch mates. ``init`` starts from images.
     """
     model = load_model(model) if isinstance(model, str) else model
     custom = changes.pop("param") if isinstance(changes.get("param"), ImageParam) else None
+    ranges = changes.pop("transforms") if isinstance(changes.get("transforms"), TransformSettings) else None
     settings = (settings or RenderSettings()).updated(changes)
     objective, targets = objective_for(model, objective)
     keys = [name for name in objective.layers if name != IMAGE]
@@ -140,14 +143,20 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     seeds = seeds_for(seed, batch)
     param = custom or image(settings.size, batch, kind=settings.param, decorrelate=settings.decorrelate,
                             decay_power=settings.decay_power, seed=seeds, init=init, device=device)
-    transform = TransformSettings.preset(settings.transforms)
+    transform = ranges or TransformSettings.preset(settings.transforms)
     seed_tensor = torch.tensor(seeds, dtype=torch.int64, device=device)
     every = snapshot_every or max(1, settings.steps // 32)
     record = {**settings.as_dict(), "model": model.name, "objective": objective.name,
               "targets": [t.name for t in targets or []], "seeds": seeds, "batch": batch, "device": str(device),
               "transform_ranges": transform.as_dict()}
-    if custom is not None:
+    if custom is not None:  # the module ran, not the settings that would have built one
+        for name in ("size", "decorrelate", "decay_power"):
+            record.pop(name)
         record["param"] = f"custom {type(custom.latent).__name__}"
+    if ranges is not None:
+        record["transforms"] = "custom"
+    if init is not None:
+        record["init_sha256"] = hashlib.sha256(init.detach().float().cpu().numpy().tobytes()).hexdigest()
     steps, precision = settings.steps, settings.precision
     optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)

@@ -123,6 +123,22 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+#: Help text naming every kind of model spec.
+MODEL_HELP = "efficientnet_lite0 (default), torchvision:NAME, timm:NAME, file.py:factory or model.pt"
+
+
+def model_kind(spec: str) -> str | None:
+    """Which loader a model spec names (``embedded``, ``torchvision``, ``timm``, ``factory``, ``saved``), or
+    None when the text names no model."""
+    if spec in EMBEDDED:
+        return "embedded"
+    if spec.startswith(("torchvision:", "timm:")):
+        return spec.split(":", 1)[0]
+    if ".py:" in spec:
+        return "factory"
+    return "saved" if spec.endswith((".pt", ".pth", ".ts")) else None
+
+
 def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: bool = True,
                device: torch.device | str | None = None) -> StudioModel:
     """Load a model by name and return it in eval mode on ``device`` (auto: CUDA when present).
@@ -135,21 +151,20 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
         model = spec
     elif isinstance(spec, nn.Module):
         model = StudioModel(spec, InputSpec(), type(spec).__name__)
-    elif spec in EMBEDDED:
-        model = _load_embedded(spec, pretrained)
-    elif spec.startswith("torchvision:"):
-        model = _load_torchvision(spec.split(":", 1)[1], pretrained)
-    elif spec.startswith("timm:"):
-        model = _load_timm(spec.split(":", 1)[1], pretrained)
-    elif ".py:" in spec:
-        model = _load_factory(spec)
-    elif spec.endswith((".pt", ".pth", ".ts")):
-        model = _load_saved(spec)
     else:
-        choices = [*EMBEDDED, "torchvision:<name>", "timm:<name>", "file.py:factory", "model.pt"]
-        close = difflib.get_close_matches(spec, list(EMBEDDED), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise StudioError(f"Unknown model {spec!r}: {hint}use one of {', '.join(choices)}.")
+        kind = model_kind(spec)
+        if kind is None:
+            choices = [*EMBEDDED, "torchvision:<name>", "timm:<name>", "file.py:factory", "model.pt"]
+            close = difflib.get_close_matches(spec, list(EMBEDDED), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise StudioError(f"Unknown model {spec!r}: {hint}use one of {', '.join(choices)}.")
+        if kind == "factory":
+            model = _load_factory(spec)
+        elif kind == "saved":
+            model = _load_saved(spec)
+        else:
+            loader = {"embedded": _load_embedded, "torchvision": _load_torchvision, "timm": _load_timm}[kind]
+            model = loader(spec if kind == "embedded" else spec.split(":", 1)[1], pretrained)
     model.module.eval()
     try:
         return model.to(device if device is not None else default_device())

@@ -9,6 +9,7 @@ field here and appears everywhere.
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
@@ -39,10 +40,12 @@ class SettingField:
         ``StudioError`` naming the setting and what it accepts."""
         names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
         given = value
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        is_number = isinstance(value, (numbers.Integral, numbers.Real)) and not isinstance(value, bool)
         if self.kind is float and is_number:
             value = float(value)
-        elif not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+        elif self.kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = int(value)
+        elif not isinstance(value, self.kind):
             raise StudioError(f"{self.name} must be {names[self.kind]}, not {value!r}.")
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), self.choices, n=1)

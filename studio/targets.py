@@ -95,7 +95,7 @@ class Target:
     def _where(self) -> str:
         if self.prefix_token is not None:
             return "@cls" if self.prefix_token == 0 else f"@token{self.prefix_token}"
-        return "" if self.position is None else "@" + ",".join(map(str, self.position))
+        return position_text(self.position)
 
     @property
     def description(self) -> str:
@@ -116,13 +116,11 @@ class Target:
         return f"{self.channel}{self._where}" + (f" {self.label}" if self.label else "")
 
     def file_stem(self, channels: int) -> str:
-        """``c012`` (zero-padded to the layer's ``channels``), ``c012_y7_x3``, ``c285_Egyptian_cat`` for a class,
-        or ``layer`` for a whole layer."""
+        """``c012`` (zero-padded to the layer's ``channels``), ``c012_y7_x3``, ``c005_cls``, or ``layer`` for a
+        whole layer: what gallery files are found by, so a class's label (which can change) is not in it."""
         if self.channel is None:
             return "layer"
         stem = f"c{self.channel:0{len(str(max(channels - 1, 0)))}d}"
-        if self.label:
-            stem += f"_{safe_name(self.label)}"
         if self.prefix_token is not None:
             stem += f"_{self._where[1:]}"
         if self.position is not None:
@@ -139,6 +137,11 @@ class Target:
         return unit_values(activation, [self.channel] * len(activation), [self.at] * len(activation))
 
 
+def position_text(position: tuple[int, ...] | None) -> str:
+    """The ``@y,x`` (``@z,y,x``) part of a target string; empty without a position."""
+    return "" if position is None else "@" + ",".join(map(str, position))
+
+
 # ---------------------------------------------------------------------------------------------- values
 
 def layer_value(activation: torch.Tensor) -> torch.Tensor:
@@ -151,18 +154,17 @@ def unit_values(activation: torch.Tensor, channels: Sequence[int], positions: Se
     """Image ``images[i]`` (default ``i``) reads channel ``channels[i]``: its mean over all positions, or the
     one neuron at ``positions[i]``. One vectorised gather for the whole batch; images named by no unit get 0.
     ``activation`` is channels-first, ``[B, C, *spatial]``; returns ``[B]`` (float32)."""
-    a = activation.float()
-    device = a.device
+    device = activation.device
     images = list(range(len(channels))) if images is None else list(images)
     index = torch.as_tensor(images, device=device)
-    chosen = a[index, torch.as_tensor(list(channels), device=device)]          # [N, *spatial]
+    chosen = activation[index, torch.as_tensor(list(channels), device=device)].float()  # [N, *spatial], picked first
     values = chosen.reshape(len(images), -1).mean(1)
     neurons = [i for i, p in enumerate(positions) if p is not None]
     if neurons:
         rows = torch.as_tensor(neurons, device=device)
         coords = torch.as_tensor([positions[i] for i in neurons], device=device).T  # [spatial dims, n]
         values = values.index_copy(0, rows, chosen[(rows, *coords)])
-    return torch.zeros(a.shape[0], device=device).index_add(0, index, values)
+    return torch.zeros(activation.shape[0], device=device).index_add(0, index, values)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -382,7 +384,7 @@ def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Ta
         else:
             elements = [part]
         targets += [parse_target(f"{layer}:{element}{where}", model) for element in elements]
-    return targets
+    return list(dict.fromkeys(targets))  # a unit named twice (tabby, tabby cat: both class 281) renders once
 
 
 def _is_class_label(text: str, model: StudioModel) -> bool:
@@ -416,8 +418,9 @@ def _channel(unit: str, info: LayerInfo, model: StudioModel, text: str) -> int:
 
 
 def _axes(count: int) -> tuple[str, ...]:
-    """Names of the spatial axes of a map (``y, x``) or volume (``z, y, x``); ``a0, a1, ...`` beyond."""
-    return {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}.get(count, tuple(f"a{i}" for i in range(count)))
+    """Names of the spatial axes of a map (``y, x``) or volume (``z, y, x``); ``a0-, a1-, ...`` beyond (the dash
+    keeps ``a1-2`` apart from ``a12``)."""
+    return {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x")}.get(count, tuple(f"a{i}-" for i in range(count)))
 
 
 def _prefix_names(info: LayerInfo) -> str:
@@ -458,12 +461,12 @@ def _position(text: str, info: LayerInfo, channel: int | None, layer: str) -> tu
 
 
 def _split_units(text: str) -> list[str]:
-    """Split ``0-3, "tabby, tabby cat", 7`` at commas outside quotes."""
+    """Split ``0-3, "tabby, tabby cat", 7`` at commas outside quotes (a quote opens an entry, never inside one)."""
     parts, current, quote = [], "", None
     for char in text:
         if quote:
             quote = None if char == quote else quote
-        elif char in "\"'":
+        elif char in "\"'" and not current.strip():  # a quote opens only at an entry's start: potter's wheel
             quote = char
         elif char == ",":
             parts.append(current.strip())

@@ -20,9 +20,9 @@ import studio
 from studio.attribution import attribute, default_cam_layer, explain
 from studio.cli import main
 from studio.errors import StudioError
+from studio.hooks import forward_to
 from studio.io import write_image
 from studio.models import InputSpec, StudioModel, resize_to_input
-from studio.hooks import forward_to
 
 from tests.conftest import hook_count
 
@@ -391,3 +391,31 @@ def test_each_method_takes_exactly_the_options_of_its_signature(lite0, photos):
     help_text = build_parser()._subparsers._group_actions[0].choices["attribute"].format_help()
     assert "--samples" in help_text and "--blur-sigma" in help_text and "default 256" in help_text
     assert main(["attribute", "efficientnet_lite0", "x.png", "--method", "gradcam", "--samples", "3"]) == 2
+
+
+def test_cli_baseline_names_and_model_typos(photos, tmp_path, capsys):
+    """--baseline takes a name, a grey level or an image; a first argument that is neither a model, a target
+    nor a file hints that it may be a model named without its source."""
+    photo = tmp_path / "cat.png"
+    write_image(photo, F.interpolate(photos["chelsea"][None], size=(64, 64), mode="bilinear")[0])
+    assert main(["attribute", str(photo), "--method", "integrated_gradients", "--steps", "2", "--baseline", "blurred",
+                 "--device", "cpu"]) == 0
+    assert main(["attribute", "resnet50", str(photo), "--device", "cpu"]) == 2
+    assert "if 'resnet50' is a model, name it torchvision:resnet50" in capsys.readouterr().err
+    assert main(["render", "resnet50", "blocks.3:1", "--device", "cpu", "--steps", "1"]) == 2
+    assert "if 'resnet50' is a model, name it torchvision:resnet50" in capsys.readouterr().err
+
+
+def test_every_method_option_has_cli_help_and_bad_option_values_are_sentences(lite0, photos):
+    from studio.commands.attribute import OPTION_HELP, option_types
+
+    assert set(OPTION_HELP) == set(option_types())
+    image = photos["chelsea"]
+    for method, options in (("smoothgrad", {"samples": 2, "seed": "a"}),
+                            ("integrated_gradients", {"steps": 2, "blur_sigma": -1.0, "baseline": "blurred"}),
+                            ("integrated_gradients", {"steps": 2, "baseline": (image * 255).byte()})):
+        with pytest.raises(StudioError) as info:
+            attribute(lite0, image, None, method, **options)
+        assert _one_sentence(info.value), str(info.value)
+    with pytest.raises(StudioError, match="floats"):
+        studio.attribution.top_classes(lite0, (image * 255).byte())

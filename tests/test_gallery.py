@@ -56,7 +56,7 @@ targets = [
 ]
 """
 IDS = [f"lite0/blocks.4/c00{c}_s0" for c in range(6)] + [
-    "lite0/blocks.5/c003_s0", "lite0/blocks.5/c007_s0", "lite0/logits/c285_Egyptian_cat_s0", "lite0/blocks.3/c02_y3_x4_s0",
+    "lite0/blocks.5/c003_s0", "lite0/blocks.5/c007_s0", "lite0/logits/c285_s0", "lite0/blocks.3/c02_y3_x4_s0",
     "lite0/blocks.4/c009_s0", "lite0/blocks.2/layer_s0"]
 
 
@@ -114,7 +114,7 @@ def test_dozen_units_render_and_manifest_sidecars_index_agree(dozen, lite0):
     # The whole layer renders alone (its objective covers every image of a batch); the rest share batches of 3.
     batches = {json.loads((out / i["sidecar"]).read_text())["batch"]["size"] for i in manifest["items"]}
     assert batches == {1, 2, 3}
-    caption = json.loads((out / "lite0/logits/c285_Egyptian_cat_s0.json").read_text())
+    caption = json.loads((out / "lite0/logits/c285_s0.json").read_text())
     assert caption["target"] == "logits:285" and "Egyptian cat" in caption["label"] and "Egyptian cat" in html
     # Grad-CAM of each unit on each photo, shown in the index.
     marker = json.loads((out / "lite0/blocks.4/c000.attribution.json").read_text())

@@ -87,3 +87,9 @@ def test_algebra_values_names_and_terms(acts):
     assert neg.name == "-(conv:1 + conv:2)"
     same = c1 + c1
     assert list(same.evaluate(acts)[1]) == ["conv:1", "conv:1 #2"]
+
+
+def test_neuron_defaults_each_missing_coordinate_to_the_centre(acts):
+    a = acts["conv"]
+    torch.testing.assert_close(obj.neuron("conv", 3, y=1)(acts), a[:, 3, 1, 3])
+    torch.testing.assert_close(obj.neuron("conv", 3, x=5)(acts), a[:, 3, 2, 5])

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 import studio
 from studio import gallery
@@ -79,3 +81,24 @@ def test_every_setting_is_a_gallery_key_and_reaches_the_sidecar(tmp_path, lite0)
     spec.write_text(spec.read_text().replace("decay_power = 1.5", "decay_power = -1"))
     with pytest.raises(studio.StudioError, match=r"spec.toml line 8, \[settings\]: decay_power must be at least 0, not -1[.]"):
         gallery.run(spec, tmp_path / "out", models={"efficientnet_lite0": lite0}, progress=False)
+
+
+def test_custom_transform_ranges_and_init_are_recorded(lite0):
+    from studio.transforms import TransformSettings
+
+    ranges = TransformSettings(pad=4, jitter=(2,), scale=(1.0, 1.0), degrees=0.0)
+    init = torch.full((3, 24, 24), 0.5)
+    record = studio.render(lite0, "blocks.2:3", steps=1, size=24, transforms=ranges, init=init).settings
+    assert record["transforms"] == "custom" and record["transform_ranges"]["pad"] == 4
+    assert len(record["init_sha256"]) == 64
+    assert RenderSettings(steps=np.int64(3)).steps == 3 and type(RenderSettings(steps=np.int64(3)).steps) is int
+
+
+def test_a_grad_cam_layer_with_another_method_fails_before_rendering(tmp_path, lite0):
+    spec = tmp_path / "spec.toml"
+    (tmp_path / "p.png").write_bytes(b"")
+    spec.write_text('[attribution]\nmethod = "saliency"\nlayer = "blocks.5"\n\n[[models]]\nmodel = "efficientnet_lite0"\n'
+                    'targets = ["blocks.2:3"]\n')
+    with pytest.raises(studio.StudioError, match=r"line 3, \[attribution\]: layer applies to Grad-CAM only"):
+        gallery.run(spec, tmp_path / "out", models={"efficientnet_lite0": lite0}, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -112,7 +112,7 @@ def test_labels_file_names_and_values_come_from_the_target(lite0):
     assert (cat.text, cat.name, cat.label, cat.description, cat.short) == (
         'logits:"Egyptian cat"', "logits:285", "Egyptian cat", 'logits:285 "Egyptian cat"', "Egyptian cat")
     assert cat == parse_target(285, lite0) == parse_target("logits:285", lite0)  # text is not identity
-    assert cat.file_stem(1000) == "c285_Egyptian_cat" and cat.unit_label == "285 Egyptian cat"
+    assert cat.file_stem(1000) == "c285" and cat.unit_label == "285 Egyptian cat"
     neuron = parse_target("blocks.4:7@3,11", lite0)
     assert neuron.file_stem(112) == "c007_y3_x11" and neuron.unit_label == "7@3,11"
     assert parse_target("blocks.4", lite0).file_stem(112) == "layer"
@@ -147,3 +147,9 @@ def test_volume_positions_are_validated_per_axis(lite0):
     with pytest.raises(studio.StudioError, match="outside the 4x6x6 map of 'conv3d': z 0 to 3, y 0 to 5, x 0 to 5"):
         parse_target("conv3d:5@4,0,0", model)
     assert parse_target("conv3d:5@1,2,3", model).file_stem(8) == "c5_z1_y2_x3"
+
+
+def test_quotes_open_only_at_an_entry_and_a_unit_named_twice_renders_once(lite0):
+    assert [t.name for t in studio.parse_targets("logits:potter's wheel, tabby", lite0)] == ["logits:739", "logits:281"]
+    assert [t.name for t in studio.parse_targets("logits:tabby, tabby cat", lite0)] == ["logits:281"]
+    assert [t.name for t in studio.parse_targets("blocks.4:3,3,2", lite0)] == ["blocks.4:3", "blocks.4:2"]

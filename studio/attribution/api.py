@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 import os
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,10 +23,9 @@ from torch import nn
 
 from studio.attribution.cam import gradcam, gradcam_plus_plus
 from studio.attribution.gradients import gradient_x_input, integrated_gradients, saliency, smoothgrad
-from studio.attribution.machinery import attribution_mode, logits
+from studio.attribution.machinery import as_batch, attribution_mode, logits
 from studio.errors import StudioError
 from studio.hooks import OUTPUT
-from studio.io import read_image
 from studio.models import InputSpec, StudioModel, resize_to_input
 from studio.targets import Target, class_target, parse_target
 
@@ -108,11 +109,11 @@ def explain(model: StudioModel | nn.Module, images: torch.Tensor | str | os.Path
     if layer is not None:
         options["layer"] = layer
     _check_options(method, options)
-    images, out_device = _as_batch(images, model)
+    images, out_device = as_batch(images, model)
     size = tuple(images.shape[-2:])
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
-        targets = _resolve_targets(model, target, inputs, options.get("batch_size", 16))
+        targets = _resolve_targets(model, target, inputs, options.get("batch_size", method_options(method)["batch_size"]))
         fields = METHOD_FUNCTIONS[method](model, inputs, targets, **options)
     maps = torch.stack([_resize_map(heat, size) for heat in fields.pop("maps")]).to(out_device, torch.float32)
     return Attribution(maps, method, targets, **fields)
@@ -143,34 +144,33 @@ def _parse_one(model: StudioModel, spec: TargetSpec) -> Target | None:
     return None if parsed.layer == OUTPUT and parsed.whole_layer else parsed
 
 
+def _is_a(value, kind: type) -> bool:
+    """Whether ``value`` passes as ``kind`` (any integer for int, any real for float; a bool is neither)."""
+    if kind in (int, float):
+        return isinstance(value, numbers.Integral if kind is int else numbers.Real) and not isinstance(value, bool)
+    return value is None if kind is type(None) else isinstance(value, kind)
+
+
 def _check_options(method: str, options: dict) -> None:
+    """Each option is one the method takes, of the type its signature names, in its range."""
     allowed = method_options(method)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise StudioError(f"Option(s) {', '.join(map(repr, unknown))} do not apply to {method}: it takes "
                           f"{', '.join(allowed)}.")
+    hints = typing.get_type_hints(METHOD_FUNCTIONS[method])
+    for name, value in options.items():
+        kinds = typing.get_args(hints[name]) or (hints[name],)
+        if not any(_is_a(value, kind) for kind in kinds):
+            names = " or ".join(kind.__name__ for kind in kinds)
+            raise StudioError(f"Option {name} must be {names}, not {value!r}.")
     for label in ("steps", "samples", "batch_size"):
-        value = options.get(label, 1)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise StudioError(f"Option {label} must be a whole number of at least 1, not {value!r}.")
-    noise = options.get("noise", 0.0)
-    if not isinstance(noise, (int, float)) or noise < 0:
-        raise StudioError(f"Option noise must be a non-negative fraction of the image's value range, not {noise!r}.")
-
-
-def _as_batch(images, model: StudioModel) -> tuple[torch.Tensor, torch.device]:
-    """``[B, 3, H, W]`` float32 on the model's device, and the device the maps go back to."""
-    if isinstance(images, (str, os.PathLike)):
-        images = read_image(images)
-    if not isinstance(images, torch.Tensor):
-        raise StudioError(f"Images must be a [B, 3, H, W] tensor in [0, 1] or an image path, not {type(images).__name__}.")
-    if not images.is_floating_point():
-        raise StudioError(f"Images must be floats in [0, 1], not {images.dtype}; divide uint8 images by 255.")
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise StudioError(f"Images must have shape [B, 3, H, W] or [3, H, W], not {list(images.shape)}.")
-    return images.detach().to(model.device, torch.float32), images.device
+        if label in options and options[label] < 1:
+            raise StudioError(f"Option {label} must be a whole number of at least 1, not {options[label]!r}.")
+    if options.get("noise", 0) < 0:
+        raise StudioError(f"Option noise must be a non-negative fraction of the image's value range, not {options['noise']!r}.")
+    if options.get("blur_sigma") is not None and options["blur_sigma"] <= 0:
+        raise StudioError(f"Option blur_sigma must be a positive number of pixels, not {options['blur_sigma']!r}.")
 
 
 def _resize_map(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

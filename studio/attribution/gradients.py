@@ -90,6 +90,8 @@ def baselines(baseline, inputs: torch.Tensor, spec: InputSpec, blur_sigma: float
     if isinstance(baseline, (int, float)):
         return torch.full_like(inputs, float(baseline))
     if isinstance(baseline, torch.Tensor):
+        if not baseline.is_floating_point():
+            raise StudioError(f"A baseline image must hold floats in [0, 1], not {baseline.dtype}; divide uint8 by 255.")
         given = baseline[None] if baseline.dim() == 3 else baseline
         if given.dim() != 4 or given.shape[1] != inputs.shape[1] or len(given) not in (1, len(inputs)):
             raise StudioError(f"Got baseline images of shape {list(baseline.shape)} for {len(inputs)} images; "

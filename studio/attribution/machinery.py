@@ -4,6 +4,7 @@ gives each image's score and its gradient, chunking, and the top classes of imag
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import os
 from contextlib import contextmanager
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 from studio.errors import StudioError
 from studio.hooks import OUTPUT, forward_to, frozen
+from studio.io import read_image
 from studio.models import StudioModel, resize_to_input
 from studio.targets import Target, activations, channels_first, class_target, module_of
 
@@ -87,13 +89,29 @@ def input_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequence[
     return values, grads
 
 
+def as_batch(images, model: StudioModel) -> tuple[torch.Tensor, torch.device]:
+    """Images (``[B, 3, H, W]``, ``[3, H, W]`` floats in ``[0, 1]``, or a file path) as ``[B, 3, H, W]`` float32
+    on the model's device, and the device the results go back to; anything else is a one-sentence error."""
+    if isinstance(images, (str, os.PathLike)):
+        images = read_image(images)
+    if not isinstance(images, torch.Tensor):
+        raise StudioError(f"Images must be a [B, 3, H, W] tensor in [0, 1] or an image path, not {type(images).__name__}.")
+    if not images.is_floating_point():
+        raise StudioError(f"Images must be floats in [0, 1], not {images.dtype}; divide uint8 images by 255.")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise StudioError(f"Images must have shape [B, 3, H, W] or [3, H, W], not {list(images.shape)}.")
+    return images.detach().to(model.device, torch.float32), images.device
+
+
 def top_classes(model: StudioModel, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
     """The ``k`` most probable classes of each image (``[B, 3, H, W]`` or ``[3, H, W]`` in ``[0, 1]``):
     ``(index, label, softmax probability)``."""
-    images = images[None] if images.dim() == 3 else images
+    images, _ = as_batch(images, model)
     class_target(model, 0)  # the model must output classes
     with attribution_mode(model.module):
-        probs = logits(model, resize_to_input(images.to(model.device).float(), model.spec)).softmax(1)
+        probs = logits(model, resize_to_input(images, model.spec)).softmax(1)
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
     return [[(i, model.class_label(i), v) for i, v in zip(row_i, row_v)]
             for row_i, row_v in zip(indices.tolist(), values.tolist())]

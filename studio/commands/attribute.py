@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from studio.attribution import METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, explain, method_options, top_classes
-from studio.commands.common import MODEL_HELP, add_weight_arguments, model_from_args, split_model
+from studio.attribution import (IG_RULES, METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, explain, method_options,
+                                top_classes)
+from studio.commands.common import add_weight_arguments, maybe_a_model, model_from_args, split_model
 from studio.display import overlay
 from studio.errors import StudioError
 from studio.io import atomic_write, read_image, write_image
+from studio.models import MODEL_HELP
 from studio.targets import class_count
 
 #: Help of each method option; the options, their types and defaults come from the methods' signatures.
@@ -36,15 +38,19 @@ OPTION_HELP = {
 }
 
 
+#: Options whose values are one of a few names.
+OPTION_CHOICES = {"rule": IG_RULES}
+
+
 def option_types() -> dict[str, type]:
-    """Every option any method takes, with the type the command line parses it as (the first of int, float
-    and str in its annotation)."""
+    """Every option any method takes, with the type the command line parses it as: text when its annotation
+    admits text (a baseline is a name, a number or a file, sorted out by ``_baseline``), else the number type."""
     types: dict[str, type] = {}
     for method in METHODS:
         hints = typing.get_type_hints(METHOD_FUNCTIONS[method])
         for name in method_options(method):
             members = typing.get_args(hints[name]) or (hints[name],)
-            types[name] = next(kind for kind in (int, float, str) if kind in members)
+            types[name] = next(kind for kind in (str, int, float) if kind in members)
     return types
 
 
@@ -63,7 +69,7 @@ def register(subparsers) -> None:
         defaults = {method_options(m)[name] for m in users}
         default = f"; default {defaults.pop()}" if len(defaults) == 1 else ""
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                           help=f"{OPTION_HELP[name]} ({', '.join(users)}{default})")
+                           choices=OPTION_CHOICES.get(name), help=f"{OPTION_HELP[name]} ({', '.join(users)}{default})")
     parser.add_argument("--colormap", default="viridis", help="overlay colormap (kornia names: viridis, plasma, ...)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     parser.set_defaults(run=run)
@@ -106,12 +112,14 @@ def run(args) -> int:
                           f"{', '.join('--' + n.replace('_', '-') for n in taken)}.")
     if "baseline" in options:
         options["baseline"] = _baseline(options["baseline"])
-    images = [read_image(path) for path in paths]
+    try:
+        first = read_image(paths[0])
+    except StudioError as error:  # with more arguments after it, the first may have been meant as the model
+        raise (maybe_a_model(error, paths[0], args.model) if len(paths) > 1 else error) from None
+    images = [first, *(read_image(path) for path in paths[1:])]
     model = model_from_args(args)
     results = []
-    slow = args.method in ("integrated_gradients", "smoothgrad")
-    for path, image in tqdm(list(zip(paths, images)), desc=args.method, unit="image",
-                            disable=len(images) < 2 and not slow):
+    for path, image in tqdm(list(zip(paths, images)), desc=args.method, unit="image"):
         result = explain(model, image.to(model.device), args.target, args.method, **options)
         results.append(result)
         lines = [f"{path}: {result.method} of {result.targets[0].description}" + (f" at {result.layer}" if result.layer else "")]

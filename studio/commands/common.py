@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from studio.models import DEFAULT_MODEL, EMBEDDED, StudioModel, load_model
+from studio.errors import StudioError
+from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, model_kind
 from studio.settings import RenderSettings, setting_fields
-
-MODEL_HELP = "efficientnet_lite0 (default), torchvision:NAME, timm:NAME, file.py:factory or model.pt"
 
 
 def register(subparsers) -> None:
@@ -29,17 +28,19 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
 
 
-def looks_like_model(text: str) -> bool:
-    """Whether a positional argument names a model rather than a target or an image."""
-    return (text in EMBEDDED or text.startswith(("torchvision:", "timm:")) or ".py:" in text
-            or text.endswith((".pt", ".pth", ".ts")))
-
-
 def split_model(positionals: Sequence[str]) -> tuple[str, list[str]]:
     """``[MODEL] REST...``: the model when the first argument names one, else the embedded default."""
-    if positionals and looks_like_model(positionals[0]):
+    if positionals and model_kind(positionals[0]) is not None:
         return positionals[0], list(positionals[1:])
     return DEFAULT_MODEL, list(positionals)
+
+
+def maybe_a_model(error: StudioError, first: str, model: str) -> StudioError:
+    """``error`` about the first positional, with a hint when it was probably meant as a model name."""
+    if model != DEFAULT_MODEL or model_kind(first) is not None:
+        return error
+    return StudioError(f"{str(error).rstrip('.?')}; if {first!r} is a model, name it torchvision:{first}, "
+                       f"timm:{first} or a file ({MODEL_HELP}).")
 
 
 def model_from_args(args: argparse.Namespace) -> StudioModel:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.commands.common import (MODEL_HELP, add_render_arguments, add_weight_arguments, model_from_args,
+from studio.commands.common import (add_render_arguments, add_weight_arguments, maybe_a_model, model_from_args,
                                     render_settings_from_args, split_model)
 from studio.engine import render
 from studio.errors import StudioError
 from studio.io import image_grid, write_image
-from studio.targets import layer_info, safe_name
+from studio.models import MODEL_HELP
+from studio.targets import layer_info, parse_targets, safe_name
 
 
 def register(subparsers) -> None:
@@ -32,6 +33,10 @@ def run(args) -> int:
         raise StudioError(f"Name at least one target after the model {args.model!r}, e.g. blocks.4:12.")
     settings = render_settings_from_args(args)
     model = model_from_args(args)
+    try:
+        parse_targets(targets[0], model)
+    except StudioError as error:
+        raise maybe_a_model(error, targets[0], args.model) from None
     result = render(model, targets, settings, seed=args.seed, progress=True)
     out = Path(args.out)
     one_file = out.suffix.lower() == ".png"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from studio.attribution import METHODS
+from studio.attribution import METHODS, method_options
 from studio.errors import StudioError
 from studio.gallery.loading import ModelEntry, load_entry, read_photos, weights_sha256
 from studio.gallery.validation import SETTINGS_KEYS, Checker, Source
@@ -171,6 +171,9 @@ def _attribution(checker: Checker, table: Mapping, base: Path) -> AttributionOpt
     layer = table.get("layer")
     if layer is not None:
         layer = checker.typed(layer, str, where, "layer", span)
+        if "layer" not in method_options(method):
+            checker.fail(where, f"layer applies to Grad-CAM only, not to method = {method!r}; remove it or use "
+                                "gradcam or gradcam++.", checker.line("layer", span))
     paths, images, hashes = read_photos(checker, photos, base, where, span)
     return AttributionOptions(paths, method, layer, images, hashes)
 

@@ -22,7 +22,7 @@ from psygnal import Signal
 from studio.errors import StudioError
 from studio.models import StudioModel
 from studio.settings import RenderSettings, setting_fields
-from studio.targets import OUTPUT, Target, display_layer, parse_target, resolve_layer
+from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info, parse_target, resolve_layer
 from studio.viewer.fields import complete_classes, set_value, setting_widget
 from studio.viewer.streaming import (DEFAULT_LAYER, HEATMAP_KEY, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame,
                                      RenderRequest, error_message, render_label, stream)
@@ -64,7 +64,7 @@ class RenderPanel(Container):
         self.image_layer: Image | None = None
         self.progress_bar: progress | None = None
 
-        self.layer = ComboBox(name="layer", choices=self._layer_choices, tooltip="module path, with its output shape")
+        self.layer = ComboBox(name="layer", choices=self._layer_choices, tooltip="module path, with its layout and shape")
         self.kind = ComboBox(name="objective", choices=list(KINDS), value=KINDS[0])
         self.channel = SpinBox(name="channel", min=0, max=0, value=0)
         self.class_name = LineEdit(name="class_label", label="class", value="",
@@ -102,12 +102,16 @@ class RenderPanel(Container):
         self._update_unit_fields()
 
     def _layer_choices(self, *_) -> list[tuple[str, str]]:
-        """Every layer of the loaded model with its output shape (choices of a combo box must come from a
-        callable: magicgui resets static choices when the widget is docked)."""
+        """Every layer of the loaded model with its layout (a token layer with its prefix and grid; choices of a
+        combo box must come from a callable: magicgui resets static choices when the widget is docked)."""
         if self.model is None:
             return []
-        return [(f"{display_layer(name)}   {'×'.join(map(str, shape))}", display_layer(name))
-                for name, shape in self.model.layer_shapes.items()]
+        choices = []
+        for name, shape in self.model.layer_shapes.items():
+            info = self._info(name)
+            what = info.describe() if info is not None else f"{'×'.join(map(str, shape))} (not a target)"
+            choices.append((f"{display_layer(name)}   {what}", display_layer(name)))
+        return choices
 
     def _is_output(self, layer: str) -> bool:
         return self.model is not None and bool(layer) and resolve_layer(self.model, layer) == OUTPUT
@@ -119,12 +123,22 @@ class RenderPanel(Container):
         self.channel.visible = not is_output and kind != "layer"
         self.row.visible = self.column.visible = kind == "neuron"
         self.fields["count"].enabled = kind != "layer"
-        shape = self.model.layer_shapes.get(resolve_layer(self.model, layer)) if self.model and layer else None
-        if shape:
-            self.channel.max = max(0, shape[0] - 1)
-            if len(shape) == 3:
-                self.row.max, self.column.max = shape[1] - 1, shape[2] - 1
-                self.row.value, self.column.value = shape[1] // 2, shape[2] // 2
+        info = self._info(layer)
+        if info is not None:
+            self.channel.max = max(0, info.channels - 1)
+            if len(info.spatial) == 2:
+                (rows, columns) = info.spatial
+                self.row.max, self.column.max = rows - 1, columns - 1
+                self.row.value, self.column.value = rows // 2, columns // 2
+
+    def _info(self, layer: str) -> LayerInfo | None:
+        """What the layer holds (channels, grid), or None for no model or a layer that is no target."""
+        if self.model is None or not layer:
+            return None
+        try:
+            return layer_info(self.model, resolve_layer(self.model, layer))
+        except StudioError:
+            return None
 
     def request(self) -> RenderRequest:
         """The render the fields describe (``StudioError`` when a setting is out of range)."""

@@ -24,7 +24,7 @@ from studio.errors import StudioError
 from studio.io import from_uint8
 from studio.models import StudioModel
 from studio.settings import RenderSettings, SettingField
-from studio.targets import Target, parse_target, parse_targets
+from studio.targets import Target, parse_target, parse_targets, position_text
 
 #: Objective kinds the render panel offers: a channel's mean, one neuron of a channel, a whole layer (DeepDream).
 KINDS = ("channel", "neuron", "layer")
@@ -107,11 +107,11 @@ class RenderRequest:
             raise StudioError("Name the unit to render: a channel number, or for logits a class label or index.")
         if self.kind == "neuron" and self.position is None:
             raise StudioError("A neuron objective needs a position: set its row and column.")
-        first = parse_target(f"{self.layer}:{unit}{_at(self.position)}", model)
+        first = parse_target(f"{self.layer}:{unit}{position_text(self.position)}", model)
         if self.count <= 1:
             return [first]
         last = first.channel + self.count - 1
-        return parse_targets(f"{first.layer_name}:{first.channel}-{last}{_at(self.position)}", model)
+        return parse_targets(f"{first.layer_name}:{first.channel}-{last}{position_text(self.position)}", model)
 
 
 def render_label(targets: Sequence[Target]) -> str:
@@ -119,12 +119,7 @@ def render_label(targets: Sequence[Target]) -> str:
     first, last = targets[0], targets[-1]
     if len(targets) == 1:
         return first.short
-    return f"{first.layer_name}:{first.channel}-{last.channel}{_at(first.position)}"
-
-
-def _at(position: tuple[int, ...] | None) -> str:
-    """The ``@y,x`` part of a target string (empty without a position)."""
-    return "" if position is None else "@" + ",".join(map(str, position))
+    return f"{first.layer_name}:{first.channel}-{last.channel}{position_text(first.position)}"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
-from studio.models import DEFAULT_MODEL, StudioModel, load_model
+from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model
 from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.render_panel import RenderPanel
 from studio.viewer.streaming import WorkerError, error_message
@@ -63,7 +63,7 @@ class StudioWidget(Container):
         self.load_worker = None
 
         self.model_name = LineEdit(name="model", value=DEFAULT_MODEL,
-                                   tooltip="efficientnet_lite0, torchvision:NAME, timm:NAME, file.py:factory or model.pt")
+                                   tooltip=MODEL_HELP)
         self.browse_button = PushButton(text="File…", tooltip="pick a saved model (.pt, .pth, .ts) or a .py file")
         self.load_button = PushButton(text="Load")
         self.device = ComboBox(name="device", choices=devices())
