@@ -89,13 +89,12 @@ class Target:
     def name(self) -> str:
         """The canonical target string: ``blocks.4:12@7,3``, ``logits:285``, ``blocks.4``."""
         unit = "" if self.channel is None else f":{self.channel}"
-        return f"{self.layer_name}{unit}{self._where}"
+        return f"{self.layer_name}{unit}{self.where}"
 
     @property
-    def _where(self) -> str:
-        if self.prefix_token is not None:
-            return "@cls" if self.prefix_token == 0 else f"@token{self.prefix_token}"
-        return position_text(self.position)
+    def where(self) -> str:
+        """The ``@...`` part of its name: a position, a prefix token, or nothing."""
+        return prefix_text(self.prefix_token) if self.prefix_token is not None else position_text(self.position)
 
     @property
     def description(self) -> str:
@@ -113,7 +112,7 @@ class Target:
         ``whole layer``."""
         if self.channel is None:
             return "whole layer"
-        return f"{self.channel}{self._where}" + (f" {self.label}" if self.label else "")
+        return f"{self.channel}{self.where}" + (f" {self.label}" if self.label else "")
 
     def file_stem(self, channels: int) -> str:
         """``c012`` (zero-padded to the layer's ``channels``), ``c012_y7_x3``, ``c005_cls``, or ``layer`` for a
@@ -122,7 +121,7 @@ class Target:
             return "layer"
         stem = f"c{self.channel:0{len(str(max(channels - 1, 0)))}d}"
         if self.prefix_token is not None:
-            stem += f"_{self._where[1:]}"
+            stem += f"_{self.where[1:]}"
         if self.position is not None:
             stem += "".join(f"_{axis}{value}" for axis, value in zip(_axes(len(self.position)), self.position))
         return stem
@@ -135,6 +134,11 @@ class Target:
         if self.channel is None:
             return layer_value(activation)
         return unit_values(activation, [self.channel] * len(activation), [self.at] * len(activation))
+
+
+def prefix_text(index: int) -> str:
+    """How prefix token ``index`` is written: ``@cls`` for the class token, ``@tokenN`` for the others."""
+    return "@cls" if index == 0 else f"@token{index}"
 
 
 def position_text(position: tuple[int, ...] | None) -> str:
@@ -424,7 +428,7 @@ def _axes(count: int) -> tuple[str, ...]:
 
 
 def _prefix_names(info: LayerInfo) -> str:
-    return ", ".join(["@cls", *(f"@token{i}" for i in range(1, info.prefix))])
+    return ", ".join(prefix_text(i) for i in range(info.prefix))
 
 
 def _prefix_token(text: str, info: LayerInfo, channel: int | None, layer: str) -> int:

@@ -130,3 +130,111 @@ def test_studio_layers_shows_each_layout(capsys):
     assert main(["layers", "timm:deit_tiny_distilled_patch16_224", "--random-weights", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "tokens: 2 prefix + 14x14 grid, 192 channels" in out and "logits (model output)" in out
+
+
+class TinyViT(torch.nn.Module):
+    """Two attention blocks over a 2x2 patch grid and a class token, built from timm's Attention."""
+
+    num_prefix_tokens = 1
+
+    def __init__(self) -> None:
+        from timm.models.vision_transformer import Attention
+
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, 8, 4, 4)
+        self.cls_token = torch.nn.Parameter(torch.randn(1, 1, 8))
+        self.blocks = torch.nn.ModuleList([torch.nn.ModuleDict({"attn": Attention(8, num_heads=2)}) for _ in range(2)])
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), self.patch(x).flatten(2).transpose(1, 2)], 1)
+        for block in self.blocks:
+            tokens = tokens + block["attn"](tokens)
+        return self.head(tokens[:, 0])
+
+
+def _weights_from_qkv(model: studio.StudioModel, images: torch.Tensor, blocks: list[str]) -> list[torch.Tensor]:
+    """softmax(q k^T / sqrt(d)) of each block, recomputed by hand from its qkv projection on the fused path."""
+    modules = dict(model.module.named_modules())
+    outputs = {}
+    handles = [modules[f"{b}.qkv"].register_forward_hook(lambda m, i, o, b=b: outputs.__setitem__(b, o)) for b in blocks]
+    try:
+        with torch.no_grad():
+            model.module(model.spec.normalise(images))
+    finally:
+        for handle in handles:
+            handle.remove()
+    weights = []
+    for block in blocks:
+        attention = modules[block]
+        b, n, _ = outputs[block].shape
+        q, k, _ = outputs[block].reshape(b, n, 3, attention.num_heads, -1).permute(2, 0, 3, 1, 4)
+        weights.append((q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1))
+    return weights
+
+
+def _rollout_by_hand(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Abnar & Zuidema's rollout written out with numpy: per image, mean heads, add I, renormalise, chain."""
+    import numpy as np
+
+    out = []
+    for image in range(len(weights[0])):
+        joint = np.eye(weights[0].shape[-1])
+        for block in weights:
+            a = block[image].mean(0).numpy()
+            a = 0.5 * a + 0.5 * np.eye(len(a))
+            a = a / a.sum(1, keepdims=True)
+            joint = a @ joint
+        out.append(torch.from_numpy(joint))
+    return torch.stack(out).float()
+
+
+def test_attention_rollout_equals_a_hand_computation_on_a_tiny_transformer():
+    torch.manual_seed(3)
+    model = studio.StudioModel(TinyViT().eval(), studio.InputSpec((8, 8)), "tiny")
+    images = torch.rand(2, 3, 8, 8)
+    expected_rollout = _rollout_by_hand(_weights_from_qkv(model, images, ["blocks.0.attn", "blocks.1.attn"]))
+    rolled = studio.explain(model, images, 1, "attention_rollout")
+    grid = expected_rollout[:, 0, 1:].reshape(2, 1, 2, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(rolled.maps, expected, rtol=1e-5, atol=1e-6)
+    first = _weights_from_qkv(model, images, ["blocks.0.attn"])[0]
+    one = studio.explain(model, images, 1, "attention", layer="blocks.0", head=1, query="1,0")
+    expected_one = first[:, 1, 1 + 2, 1:].reshape(2, 1, 2, 2)  # query: patch row 1, column 0 (after the class token)
+    torch.testing.assert_close(one.maps, torch.nn.functional.interpolate(expected_one, size=(8, 8), mode="bilinear",
+                                                                         align_corners=False)[:, 0], rtol=1e-5, atol=1e-6)
+    assert one.layer == "blocks.0.attn" and all(b["attn"].fused_attn for b in model.module.blocks)
+
+
+def test_vit_attention_maps_come_from_its_non_fused_weights_and_leave_it_fused(models, photos):
+    vit = models["vit"]
+    photo = torch.nn.functional.interpolate(photos["coffee"][None], size=(224, 224), mode="bilinear")[0]
+    blocks = [f"blocks.{i}.attn" for i in range(12)]
+    expected = _rollout_by_hand(_weights_from_qkv(vit, photo[None], blocks))[:, 0, 1:].reshape(1, 1, 14, 14)
+    rolled = studio.explain(vit, photo, None, "attention_rollout")
+    resized = torch.nn.functional.interpolate(expected, size=(224, 224), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(rolled.maps, resized, rtol=1e-4, atol=1e-6)
+    last = studio.explain(vit, photo, None, "attention")
+    assert last.layer == "blocks.11.attn" and last.maps.shape == (1, 224, 224)
+    assert all(block.attn.fused_attn for block in vit.module.blocks) and hook_count(vit.module) == 0
+    with pytest.raises(studio.StudioError, match="no class token.*row,column"):
+        studio.attribute(models["swin"], photo, 1, "attention")
+    with pytest.raises(studio.StudioError, match="folds images into windows"):
+        studio.attribute(models["swin"], photo, 1, "attention", layer="layers.0.blocks.0", query="3,3")
+    with pytest.raises(studio.StudioError, match="no attention layers"):
+        studio.attribute(models["convnext"], photo, 1, "attention_rollout")
+
+
+@pytest.mark.parametrize("key, layer", [("vit", "blocks.11.norm1"), ("deit", "blocks.11.norm1"), ("swin", "norm"),
+                                        ("convnext", "norm_pre")])
+def test_default_gradcam_layer_is_the_last_map_the_score_reaches(models, key, layer, photos):
+    """A ViT's head reads the class token only, so its last patch tokens get no gradient and Grad-CAM there is
+    all zero; the default is the last map the score still reaches (for a CNN, its last convolutional block)."""
+    from studio.attribution import default_cam_layer
+
+    model = models[key]
+    assert default_cam_layer(model) == layer
+    heat = studio.attribute(model, photos["chelsea"], 1, "gradcam")
+    assert heat.abs().sum() > 0
+    if key == "vit":  # the token layers after it are dead ends for the class score
+        assert studio.attribute(model, photos["chelsea"], 1, "gradcam", layer="norm").abs().sum() == 0

@@ -327,3 +327,49 @@ def test_studio_view_offers_every_render_setting_with_its_default(capsys):
         parser.parse_args(["view", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "{" + ",".join(PARAM_KINDS) + "}" in text and "optimisation steps (default: 512)" in text
+
+
+@pytest.fixture(scope="module")
+def vit() -> studio.StudioModel:
+    torch.manual_seed(0)
+    return studio.load_model("timm:deit_tiny_distilled_patch16_224", pretrained=False, device="cpu")
+
+
+def test_render_requests_reach_prefix_tokens(vit):
+    from studio.viewer.streaming import RenderRequest, render_label
+
+    tokens = RenderRequest("blocks.6", "token", 12, token=1, count=2).targets(vit)
+    assert [t.name for t in tokens] == ["blocks.6:12@token1", "blocks.6:13@token1"]
+    assert render_label(tokens) == "blocks.6:12-13@token1"
+    assert RenderRequest("blocks.6", "token", 12).targets(vit)[0].name == "blocks.6:12@cls"
+    with pytest.raises(studio.StudioError, match="2 prefix token"):
+        RenderRequest("blocks.6", "token", 12, token=2).targets(vit)
+
+
+@gui
+@needs_display
+def test_token_layers_are_listed_with_their_grid_and_attention_arrives_as_an_overlay(make_napari_viewer, qtbot, vit,
+                                                                                       photos):
+    from studio.viewer.widget import StudioWidget
+
+    viewer = make_napari_viewer()
+    widget = StudioWidget(viewer, model=vit)
+    viewer.window.add_dock_widget(widget, name="Feature Studio")
+    panel = widget.render_panel
+    labels = dict((value, label) for label, value in panel.layer._default_choices())
+    assert labels["blocks.6.mlp.act"].endswith("tokens: 2 prefix + 14x14 grid, 768 channels")
+    assert labels["blocks.0.attn.qkv"].endswith("tokens: 2 prefix + 14x14 grid, 576 channels")
+    widget.fill("blocks.6:12@token1")
+    assert (panel.kind.value, panel.token.value, panel.token.max) == ("token", 1, 1)
+    assert not panel.token.native.isHidden() and panel.row.native.isHidden()  # only the token field is offered
+    assert [t.name for t in panel.request().targets(vit)] == ["blocks.6:12@token1"]
+    widget.fill("blocks.6.mlp.act:3@4,5")
+    assert (panel.kind.value, panel.row.value, panel.column.value, panel.row.max) == ("neuron", 4, 5, 13)
+    photo = to_uint8(photos["coffee"])
+    layer = viewer.add_image(photo, rgb=True, name="coffee")
+    widget.attribution_panel.method.value, widget.attribution_panel.explain.value = "attention_rollout", "top class"
+    heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layer))
+    expected = studio.attribute(vit, from_uint8(photo)[None], None, "attention_rollout")[0]
+    np.testing.assert_allclose(heat.data, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert heat.data.shape == photo.shape[:2] and "attention_rollout" in heat.name
+    assert hook_count(vit.module) == 0

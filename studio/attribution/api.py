@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studio.attribution.attention import attention, attention_rollout
 from studio.attribution.cam import gradcam, gradcam_plus_plus
 from studio.attribution.gradients import gradient_x_input, integrated_gradients, saliency, smoothgrad
 from studio.attribution.machinery import as_batch, attribution_mode, logits
@@ -33,6 +34,7 @@ from studio.targets import Target, class_target, parse_target
 METHOD_FUNCTIONS: dict[str, Callable[..., dict]] = {
     "saliency": saliency, "gradient_x_input": gradient_x_input, "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients, "gradcam": gradcam, "gradcam++": gradcam_plus_plus,
+    "attention": attention, "attention_rollout": attention_rollout,
 }
 METHODS = tuple(METHOD_FUNCTIONS)
 CAM_METHODS = ("gradcam", "gradcam++")

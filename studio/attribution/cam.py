@@ -4,24 +4,49 @@ convolutional block."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 
+from studio.attribution.attention import attention_layers
 from studio.attribution.machinery import chunked, evaluate
 from studio.errors import StudioError
-from studio.hooks import OUTPUT
+from studio.hooks import OUTPUT, capture, first_tensor, frozen
 from studio.models import StudioModel
 from studio.targets import Target, layer_info, resolve_layer
 
 
 def default_cam_layer(model: StudioModel) -> str:
-    """The last module (in forward order) whose output is a spatial map (a convolutional block, a channel-last
-    map or a token grid) of more than one position."""
-    spatial = [name for name in model.layer_shapes if name and _is_map(model, name)]
-    if not spatial:
+    """The last map (a convolutional block, a channel-last map or a token grid, outside attention modules)
+    that the model's top score depends on: for a CNN its last convolutional block; for a ViT, whose head
+    reads only the class token, the input of the last attention (its later patch tokens get no gradient).
+    Found once per model by one probe backward on a fixed random image."""
+    if model.module not in _DEFAULT_LAYERS:
+        _DEFAULT_LAYERS[model.module] = _probe_cam_layer(model)
+    return _DEFAULT_LAYERS[model.module]
+
+
+#: Default Grad-CAM layer per module (weakly held: it goes with the model).
+_DEFAULT_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _probe_cam_layer(model: StudioModel) -> str:
+    inside_attention = tuple(f"{name}." for name in attention_layers(model))
+    candidates = [name for name in model.layer_shapes
+                  if name and not name.startswith(inside_attention) and _is_map(model, name)]
+    if not candidates:
         raise StudioError(f"{model.name} has no layer with a spatial map; Grad-CAM needs a convolutional layer.")
-    return spatial[-1]
+    probe = torch.rand(1, 3, *model.spec.size, generator=torch.Generator().manual_seed(0)).to(model.device)
+    probe.requires_grad_(True)  # parameters are frozen: the graph starts at the image
+    with frozen(model.module), torch.enable_grad(), capture(model.module, candidates, stop_early=False,
+                                                               clone=True) as captured:
+        output = first_tensor(model.module(model.spec.normalise(probe)))
+        gradients = torch.autograd.grad(output.flatten(1).max(1).values.sum(), [captured[n] for n in candidates],
+                                        allow_unused=True)
+    reached = [name for name, gradient in zip(candidates, gradients)  # on the grid: prefix tokens do not count
+               if gradient is not None and layer_info(model, name).channels_first(gradient).abs().sum() > 0]
+    return (reached or candidates)[-1]
 
 
 def _is_map(model: StudioModel, name: str) -> bool:

@@ -33,7 +33,10 @@ OPTION_HELP = {
     "samples": "SmoothGrad samples",
     "noise": "SmoothGrad noise, as a fraction of the value range",
     "seed": "SmoothGrad noise seed",
-    "layer": "Grad-CAM layer (default: the unit's own map, else the last convolutional block)",
+    "layer": "Grad-CAM layer (default: the unit's own map, else the last convolutional block), or the attention "
+             "layer (default: the last)",
+    "head": "attention head (default: the mean over heads)",
+    "query": "attention query token: cls, tokenN or a patch position row,column",
     "batch_size": "forward passes per chunk (memory)",
 }
 

@@ -71,12 +71,13 @@ class RenderPanel(Container):
                                    tooltip="class label (with completion) or index")
         self.row = SpinBox(name="row", min=0, max=0)
         self.column = SpinBox(name="column", min=0, max=0)
+        self.token = SpinBox(name="token", min=0, max=0, tooltip="prefix token: 0 is the class token (@cls)")
         #: Every named field by its name: the viewer's own, then one per render setting.
         self.fields = {spec.name: setting_widget(spec) for spec in (*VIEWER_FIELDS, *setting_fields())}
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
-        self.extend([self.layer, self.kind, self.channel, self.class_name, self.row, self.column,
+        self.extend([self.layer, self.kind, self.channel, self.class_name, self.row, self.column, self.token,
                      *self.fields.values(),
                      Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button]),
                      self.status])
@@ -122,10 +123,12 @@ class RenderPanel(Container):
         self.class_name.visible = is_output and kind != "layer"
         self.channel.visible = not is_output and kind != "layer"
         self.row.visible = self.column.visible = kind == "neuron"
+        self.token.visible = kind == "token"
         self.fields["count"].enabled = kind != "layer"
         info = self._info(layer)
         if info is not None:
             self.channel.max = max(0, info.channels - 1)
+            self.token.max = max(0, info.prefix - 1)
             if len(info.spatial) == 2:
                 (rows, columns) = info.spatial
                 self.row.max, self.column.max = rows - 1, columns - 1
@@ -147,14 +150,15 @@ class RenderPanel(Container):
         position = (self.row.value, self.column.value) if self.kind.value == "neuron" else None
         settings = RenderSettings(**{spec.name: self.fields[spec.name].value for spec in setting_fields()})
         viewer = {spec.name: self.fields[spec.name].value for spec in VIEWER_FIELDS}
-        return RenderRequest(layer, self.kind.value, unit, position, settings=settings, **viewer)
+        return RenderRequest(layer, self.kind.value, unit, position, self.token.value, settings=settings, **viewer)
 
     def current_targets(self) -> list[Target]:
         """The units of the last render, or else of the fields."""
         return self._targets or self.request().targets(self.model)
 
     def fill(self, target: str | None = None, **values) -> None:
-        """Fill the unit fields from a target string (``blocks.4:12``, ``blocks.4:3@7,7``, ``logits:"tabby"``)
+        """Fill the unit fields from a target string (``blocks.4:12``, ``blocks.4:3@7,7``, ``blocks.6:12@cls``,
+        ``logits:"tabby"``)
         and fields by name (any render setting, ``count``, ``every``, ``seed``; ``None`` leaves one as is)."""
         unknown = sorted(set(values) - set(self.fields))
         if unknown:
@@ -168,7 +172,8 @@ class RenderPanel(Container):
             raise StudioError("Load a model before filling in a target.")
         parsed = parse_target(target, self.model)
         self.layer.value = parsed.layer_name
-        self.kind.value = "layer" if parsed.whole_layer else ("neuron" if parsed.position else "channel")
+        self.kind.value = ("layer" if parsed.whole_layer else "neuron" if parsed.position
+                           else "token" if parsed.prefix_token is not None else "channel")
         self._update_unit_fields()
         if parsed.layer == OUTPUT and not parsed.whole_layer:
             self.class_name.value = parsed.label or str(parsed.channel)
@@ -176,6 +181,8 @@ class RenderPanel(Container):
             self.channel.value = parsed.channel
         if parsed.position is not None:
             self.row.value, self.column.value = parsed.position
+        if parsed.prefix_token is not None:
+            self.token.value = parsed.prefix_token
 
     def update_buttons(self, loading: bool) -> None:
         """Run while idle (and no model is loading), Stop while rendering."""

@@ -24,10 +24,11 @@ from studio.errors import StudioError
 from studio.io import from_uint8
 from studio.models import StudioModel
 from studio.settings import RenderSettings, SettingField
-from studio.targets import Target, parse_target, parse_targets, position_text
+from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
 
-#: Objective kinds the render panel offers: a channel's mean, one neuron of a channel, a whole layer (DeepDream).
-KINDS = ("channel", "neuron", "layer")
+#: Objective kinds the render panel offers: a channel's mean, one neuron of a channel, one channel of a
+#: transformer's prefix token (class, distillation, register), a whole layer (DeepDream).
+KINDS = ("channel", "neuron", "token", "layer")
 #: Every attribution method, in the order the attribution panel lists them (the first is its default):
 #: Grad-CAM first, as it reads best over a photo, then the gradient methods.
 METHODS = (*CAM_METHODS, *(method for method in ATTRIBUTION_METHODS if method not in CAM_METHODS))
@@ -83,7 +84,8 @@ def error_message(error: BaseException) -> str:
 class RenderRequest:
     """What the render panel asks for: a unit, the viewer's own fields and the render settings.
 
-    ``unit`` is a channel number, or for ``logits`` a class index or label. ``count`` consecutive units
+    ``unit`` is a channel number, or for ``logits`` a class index or label; ``position`` a neuron's, ``token``
+    a prefix token's index (0: the class token). ``count`` consecutive units
     starting at ``unit`` render as one batch (a stack with the unit on napari's slider axis).
     """
 
@@ -91,6 +93,7 @@ class RenderRequest:
     kind: str = "channel"
     unit: str | int = 0
     position: tuple[int, ...] | None = None
+    token: int = 0
     count: int = _VIEWER_DEFAULTS["count"]
     every: int = _VIEWER_DEFAULTS["every"]
     seed: int = _VIEWER_DEFAULTS["seed"]
@@ -107,11 +110,12 @@ class RenderRequest:
             raise StudioError("Name the unit to render: a channel number, or for logits a class label or index.")
         if self.kind == "neuron" and self.position is None:
             raise StudioError("A neuron objective needs a position: set its row and column.")
-        first = parse_target(f"{self.layer}:{unit}{position_text(self.position)}", model)
+        where = prefix_text(self.token) if self.kind == "token" else position_text(self.position)
+        first = parse_target(f"{self.layer}:{unit}{where}", model)
         if self.count <= 1:
             return [first]
         last = first.channel + self.count - 1
-        return parse_targets(f"{first.layer_name}:{first.channel}-{last}{position_text(self.position)}", model)
+        return parse_targets(f"{first.layer_name}:{first.channel}-{last}{first.where}", model)
 
 
 def render_label(targets: Sequence[Target]) -> str:
@@ -119,7 +123,7 @@ def render_label(targets: Sequence[Target]) -> str:
     first, last = targets[0], targets[-1]
     if len(targets) == 1:
         return first.short
-    return f"{first.layer_name}:{first.channel}-{last.channel}{position_text(first.position)}"
+    return f"{first.layer_name}:{first.channel}-{last.channel}{first.where}"
 
 
 @dataclass
