@@ -1,6 +1,6 @@
-"""Image parameterisations: modules whose forward returns images ``[B, 3, H, W]`` in ``[0, 1]``."""
+"""Image parameterisations: modules whose forward returns images ``[B, C, *size]`` (2D or 3D) in ``[0, 1]``."""
 
-from studio.param.colour import COLOR_CORRELATION_SVD_SQRT, ColourSpace
+from studio.param.colour import COLOR_CORRELATION_SVD_SQRT, ColourSpace, decorrelation_from
 from studio.param.cppn import CppnLatent
 from studio.param.fourier import FourierLatent, rfft_frequencies
 from studio.param.image import PARAM_KINDS, ImageParam, image
@@ -15,6 +15,7 @@ __all__ = [
     "MacoLatent",
     "FourierLatent",
     "ImageParam",
+    "decorrelation_from",
     "PixelLatent",
     "image",
     "natural_magnitude",

@@ -19,7 +19,7 @@ PARAM_KINDS = ("fourier", "pixel", "maco", "cppn")
 
 
 class ImageParam(nn.Module):
-    """``forward() -> [B, 3, H, W]`` in ``[0, 1]``; ``set_images`` initialises it from existing images."""
+    """``forward() -> [B, C, *size]`` in ``[0, 1]``; ``set_images`` initialises it from existing images."""
 
     def __init__(self, latent: nn.Module, colour: ColourSpace) -> None:
         super().__init__()
@@ -31,7 +31,7 @@ class ImageParam(nn.Module):
 
     @torch.no_grad()
     def set_images(self, images: torch.Tensor) -> None:
-        """Make ``forward()`` return ``images`` (``[B, 3, H, W]`` or ``[3, H, W]`` in ``[0, 1]``)."""
+        """Make ``forward()`` return ``images`` (``[B, C, *size]`` in ``[0, 1]``)."""
         self.latent.set_from(self.colour.inverse(images.float()))
 
 
@@ -58,30 +58,37 @@ def _seeded(make: Callable[[int, torch.Generator | None], nn.Module], seeds: lis
     return latent
 
 
-def image(size: int | tuple[int, int], batch: int = 1, kind: str = "fourier", decorrelate: bool = True,
+def image(size: int | tuple[int, ...], batch: int = 1, kind: str = "fourier", decorrelate: bool = True,
           decay_power: float = 1.0, sd: float = 0.01, seed: int | Sequence[int] | None = 0,
           init: torch.Tensor | None = None, device: torch.device | str | None = None,
-          magnitude: torch.Tensor | None = None) -> ImageParam:
-    """Build an image parameterisation.
+          magnitude: torch.Tensor | None = None, channels: int = 3, dims: int = 2,
+          basis: torch.Tensor | None = None) -> ImageParam:
+    """Build an image (or volume) parameterisation.
 
-    ``kind`` is ``"fourier"`` (1/f-scaled spectrum, the default), ``"pixel"``, ``"maco"`` (fixed magnitude,
-    optimised phase; ``magnitude`` overrides the 1/f default) or ``"cppn"``. ``seed`` is one seed per image
-    or an int ``s`` (image ``i`` gets ``s + i``); ``None`` draws from torch's global generator. ``init``
-    (images in ``[0, 1]``, broadcast over the batch) starts from a photo instead of noise, e.g. for accentuation.
+    ``kind`` is ``"fourier"`` (1/f-scaled spectrum over 2 or 3 frequencies, the default), ``"pixel"``,
+    ``"maco"`` (fixed magnitude, optimised phase; ``magnitude`` overrides the 1/f default) or ``"cppn"``
+    (2D only). ``size`` is a side (a square, or a cube when ``dims=3``) or the sizes themselves; ``channels``
+    any count, decorrelated with ImageNet's basis for RGB, else with ``basis`` (see ``decorrelation_from``) or
+    not at all. ``seed`` is one seed per image or an int ``s`` (image ``i`` gets ``s + i``); ``None`` draws
+    from torch's global generator. ``init`` (images in ``[0, 1]``, broadcast over the batch) starts from a
+    photo instead of noise, e.g. for accentuation.
     """
-    height, width = (size, size) if isinstance(size, int) else size
+    shape = (size,) * dims if isinstance(size, int) else tuple(size)
     makers = {
-        "fourier": lambda n, g: FourierLatent(n, 3, height, width, sd=sd, decay_power=decay_power, generator=g),
-        "pixel": lambda n, g: PixelLatent(n, 3, height, width, sd=sd, generator=g),
-        "maco": lambda n, g: MacoLatent(n, 3, height, width, magnitude=magnitude, generator=g),
-        "cppn": lambda n, g: CppnLatent(n, 3, height, width, generator=g),
+        "fourier": lambda n, g: FourierLatent(n, channels, *shape, sd=sd, decay_power=decay_power, generator=g),
+        "pixel": lambda n, g: PixelLatent(n, channels, *shape, sd=sd, generator=g),
+        "maco": lambda n, g: MacoLatent(n, channels, *shape, magnitude=magnitude, generator=g),
+        "cppn": lambda n, g: CppnLatent(n, channels, *shape, generator=g),
     }
     if kind not in makers:
         raise StudioError(f"Unknown parameterisation {kind!r}: choose one of {', '.join(PARAM_KINDS)}.")
-    param = ImageParam(_seeded(makers[kind], seeds_for(seed, batch), batch), ColourSpace(decorrelate))
+    if kind == "cppn" and len(shape) != 2:
+        raise StudioError("The cppn parameterisation draws 2D images only; use fourier or pixel for volumes.")
+    param = ImageParam(_seeded(makers[kind], seeds_for(seed, batch), batch), ColourSpace(decorrelate, channels, basis))
     if init is not None:
-        init = init[None] if init.dim() == 3 else init
-        init = torch.nn.functional.interpolate(init.float(), size=(height, width), mode="bilinear",
-                                               align_corners=False, antialias=True)
-        param.set_images(init.expand(batch, -1, -1, -1))
+        init = init[None] if init.dim() == len(shape) + 1 else init
+        mode = "bilinear" if len(shape) == 2 else "trilinear"
+        init = torch.nn.functional.interpolate(init.float(), size=shape, mode=mode, align_corners=False,
+                                               antialias=len(shape) == 2)
+        param.set_images(init.expand(batch, *init.shape[1:]))
     return param.to(device) if device is not None else param

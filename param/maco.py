@@ -17,47 +17,57 @@ from studio.errors import StudioError
 from studio.param.fourier import power_law_scale
 
 
-def power_law_magnitude(height: int, width: int, decay_power: float = 1.0) -> torch.Tensor:
-    """``[3, H, W//2+1]`` magnitude ``1 / max(f, 1/max(H, W)) ** decay_power``, the same for each channel."""
-    return power_law_scale(height, width, decay_power).expand(3, -1, -1).clone()
+def power_law_magnitude(*size: int, decay_power: float = 1.0, channels: int = 3) -> torch.Tensor:
+    """``[C, *size[:-1], size[-1]//2+1]`` magnitude ``1 / max(f, 1/max(size)) ** decay_power``, the same for
+    each channel."""
+    scale = power_law_scale(*size, decay_power=decay_power)
+    return scale.expand(channels, *scale.shape).clone()
 
 
-def natural_magnitude(photos: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The mean Fourier magnitude ``[C, H, W//2+1]`` of ``photos`` (``[N, C, h, w]``) resized to ``H x W``."""
-    resized = nn.functional.interpolate(photos.float(), size=(height, width), mode="bilinear", antialias=True,
+def natural_magnitude(photos: torch.Tensor, *size: int) -> torch.Tensor:
+    """The mean Fourier magnitude ``[C, *size[:-1], size[-1]//2+1]`` of ``photos`` (``[N, C, *spatial]``)
+    resized to ``size`` (``H, W`` or ``D, H, W``)."""
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    resized = nn.functional.interpolate(photos.float(), size=size, mode=mode, antialias=len(size) == 2,
                                         align_corners=False)
-    return torch.fft.rfft2(resized - resized.mean((2, 3), keepdim=True), norm="ortho").abs().mean(0)
+    axes = tuple(range(-len(size), 0))
+    return torch.fft.rfftn(resized - resized.mean(axes, keepdim=True), dim=axes, norm="ortho").abs().mean(0)
 
 
 class MacoLatent(nn.Module):
-    """A ``[B, C, H, W]`` latent whose spectrum is ``magnitude * exp(i * phase)``; only ``phase`` learns.
+    """A ``[B, C, *size]`` latent whose spectrum is ``magnitude * exp(i * phase)``; only ``phase`` learns.
 
     The inverse transform is standardised per image and channel (zero mean, ``std``), as in Horama, so the
     colour space after it sees the same range whatever the magnitude's scale.
     """
 
-    def __init__(self, batch: int, channels: int, height: int, width: int, magnitude: torch.Tensor | None = None,
+    def __init__(self, batch: int, channels: int, *size: int, magnitude: torch.Tensor | None = None,
                  std: float = 1.0, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.height, self.width, self.std = height, width, std
-        magnitude = power_law_magnitude(height, width) if magnitude is None else magnitude.float()
-        if magnitude.shape != (channels, height, width // 2 + 1):
-            raise StudioError(f"MACO magnitude must have shape {(channels, height, width // 2 + 1)}, "
-                             f"not {tuple(magnitude.shape)}; build it with natural_magnitude(photos, H, W).")
+        self.size, self.std = size, std
+        bins = (*size[:-1], size[-1] // 2 + 1)
+        magnitude = power_law_magnitude(*size, channels=channels) if magnitude is None else magnitude.float()
+        if tuple(magnitude.shape) != (channels, *bins):
+            raise StudioError(f"MACO magnitude must have shape {(channels, *bins)}, not {tuple(magnitude.shape)}; "
+                              "build it with natural_magnitude(photos, *size).")
         self.register_buffer("magnitude", magnitude, persistent=False)
-        phase = (torch.rand(batch, channels, height, width // 2 + 1, generator=generator) * 2 - 1) * math.pi
+        phase = (torch.rand(batch, channels, *bins, generator=generator) * 2 - 1) * math.pi
         self.phase = nn.Parameter(phase)
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        return tuple(range(-len(self.size), 0))
 
     def spectrum(self) -> torch.Tensor:
         return torch.polar(self.magnitude.expand_as(self.phase), self.phase.float())
 
     def forward(self) -> torch.Tensor:
-        image = torch.fft.irfft2(self.spectrum(), s=(self.height, self.width), norm="ortho")
-        image = image - image.mean((2, 3), keepdim=True)
-        return image / (image.std((2, 3), keepdim=True) + 1e-8) * self.std
+        image = torch.fft.irfftn(self.spectrum(), s=self.size, dim=self.axes, norm="ortho")
+        image = image - image.mean(self.axes, keepdim=True)
+        return image / (image.std(self.axes, keepdim=True) + 1e-8) * self.std
 
     @torch.no_grad()
     def set_from(self, values: torch.Tensor) -> None:
         """Take the phase of ``values``: the result keeps their structure but has MACO's fixed magnitude
         (the phase of the self-conjugate DC and Nyquist columns is not recoverable, so this is approximate)."""
-        self.phase.copy_(torch.angle(torch.fft.rfft2(values.float(), norm="ortho")).to(self.phase))
+        self.phase.copy_(torch.angle(torch.fft.rfftn(values.float(), dim=self.axes, norm="ortho")).to(self.phase))

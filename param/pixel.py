@@ -1,4 +1,4 @@
-"""Pixel latent: the unconstrained image itself, one value per pixel and channel."""
+"""Pixel latent: the unconstrained image (or volume) itself, one value per pixel and channel."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from torch import nn
 
 
 class PixelLatent(nn.Module):
-    """A plain ``[B, C, H, W]`` latent; ``set_from`` is the identity inverse."""
+    """A plain ``[B, C, *size]`` latent; ``set_from`` is the identity inverse."""
 
-    def __init__(self, batch: int, channels: int, height: int, width: int, sd: float = 0.01,
+    def __init__(self, batch: int, channels: int, *size: int, sd: float = 0.01,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
-        init = torch.randn(batch, channels, height, width, generator=generator) * sd
+        init = torch.randn(batch, channels, *size, generator=generator) * sd
         self.latent = nn.Parameter(init)
 
     def forward(self) -> torch.Tensor:

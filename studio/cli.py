@@ -6,9 +6,11 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from studio import commands
 from studio.errors import StudioError
+from studio.models import InputNote
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _note
     try:
         return args.run(args) or 0
     except StudioError as error:
@@ -31,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
+
+
+def _note(message, category, *_args, **_kwargs) -> None:
+    """Warnings as one ``studio: note:`` line (an inferred input spec), not a file and line number."""
+    print(f"studio: note: {message}" if issubclass(category, InputNote) else f"studio: warning: {message}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

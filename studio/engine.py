@@ -25,14 +25,14 @@ from studio.param import ImageParam, image
 from studio.param.image import seeds_for
 from studio.settings import RenderSettings
 from studio.targets import Target, activations, module_of, parse_targets
-from studio.transforms import TransformSettings, counter_uniform, random_affine
+from studio.transforms import TransformSettings, counter_uniform, draw_count, random_affine
 
 TargetSpec = str | int | Target
 
 
 @dataclass
 class RenderResult:
-    """Images ``[B, 3, H, W]`` in ``[0, 1]``, objective history ``[steps, B]``, each image's objective on its
+    """Images ``[B, C, *size]`` (2D or 3D) in ``[0, 1]``, objective history ``[steps, B]``, each image's objective on its
     final, un-transformed image (``clean_values``), and the settings that ran (the provenance record)."""
 
     images: torch.Tensor
@@ -142,7 +142,9 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     device = model.device
     seeds = seeds_for(seed, batch)
     param = custom or image(settings.size, batch, kind=settings.param, decorrelate=settings.decorrelate,
-                            decay_power=settings.decay_power, seed=seeds, init=init, device=device)
+                            decay_power=settings.decay_power, seed=seeds, init=init, device=device,
+                            channels=model.spec.channels, dims=model.spec.dims)
+    draws_per_step = draw_count(model.spec.dims)
     transform = ranges or TransformSettings.preset(settings.transforms)
     seed_tensor = torch.tensor(seeds, dtype=torch.int64, device=device)
     every = snapshot_every or max(1, settings.steps // 32)
@@ -166,7 +168,7 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
         # (grad mode is thread-local: a napari worker thread needs it enabled here).
         with frozen(model.module), torch.enable_grad():
             images = param()
-            draws = counter_uniform(seed_tensor, step, 4)
+            draws = counter_uniform(seed_tensor, step, draws_per_step)
             total, terms = objective.evaluate(_activations(model, images, keys, transform, draws, precision))
             optimizer.zero_grad(set_to_none=True)
             (-total.sum()).backward()

@@ -17,9 +17,59 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def preview(image: torch.Tensor) -> torch.Tensor:
+    """An RGB picture ``[3, H, W]`` of any image ``[C, *size]`` in ``[0, 1]``: a volume by its maximum-intensity
+    projection along depth, one channel as grey, N channels as a composite of evenly spaced hues (additive,
+    clipped), RGB as it is."""
+    image = image.detach().float()
+    if image.dim() == 4:
+        image = image.amax(1)
+    channels = image.shape[0]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return image.expand(3, -1, -1)
+    hues = torch.arange(channels, dtype=torch.float32) / channels
+    colours = (torch.stack([hues, hues + 2 / 3, hues + 1 / 3], 1) * 2 * np.pi).cos().mul(0.5).add(0.5)  # [C, 3]
+    return torch.einsum("ck,chw->khw", colours.to(image.device) * (3 / channels), image).clamp(0, 1)
+
+
+def is_rgb_image(image: torch.Tensor) -> bool:
+    """Whether a ``[C, *size]`` image is a plain RGB picture (else it is shown through :func:`preview`)."""
+    return image.dim() == 3 and image.shape[0] == 3
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``[3, H, W]`` float in ``[0, 1]`` to ``H x W x 3`` uint8."""
-    return (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    """``[C, *size]`` float in ``[0, 1]`` to ``H x W x 3`` uint8 (through :func:`preview` unless RGB)."""
+    return (preview(image).clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def write_stack(path: str | os.PathLike, image: torch.Tensor) -> Path:
+    """Write an image's full data (``[C, *size]`` float32: every channel, every slice) as a TIFF stack,
+    atomically: what microscopy and medical tools read, beside the PNG preview."""
+    array = image.detach().float().cpu().numpy()
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=".tif"))
+
+
+def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tensor:
+    """Read a TIFF stack (or any image imageio reads) as ``[channels, *size]`` float in ``[0, 1]`` (uint8 and
+    uint16 scaled by their range, floats as they are): ``[*size]`` for one channel, channels first or last."""
+    try:
+        array = np.asarray(iio.imread(path))
+    except FileNotFoundError:
+        raise StudioError(f"Image {str(path)!r} does not exist.") from None
+    except Exception as error:  # imageio raises many types for undecodable files
+        raise StudioError(f"Cannot read {str(path)!r} ({type(error).__name__}); give a TIFF stack or an image file.") from None
+    scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype == np.uint16 else 1.0)
+    data = torch.from_numpy(array.astype(np.float32) / scale)
+    if data.dim() == dims and channels == 1:
+        data = data[None]
+    elif data.dim() == dims + 1 and data.shape[0] != channels and data.shape[-1] == channels:
+        data = data.movedim(-1, 0)
+    if data.dim() != dims + 1 or data.shape[0] != channels:
+        raise StudioError(f"{str(path)!r} holds an array of shape {list(array.shape)}; the model takes {channels} "
+                          f"channel(s) of a {dims}D image.")
+    return data.contiguous()
 
 
 def from_uint8(array: np.ndarray) -> torch.Tensor:
@@ -59,7 +109,8 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 
 
 def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
-    """Write an image (``[3, H, W]`` float tensor or uint8 array) atomically; format from the suffix."""
+    """Write an image (``[C, *size]`` float tensor, shown through :func:`preview`, or a uint8 array) atomically;
+    format from the suffix."""
     array = to_uint8(image) if isinstance(image, torch.Tensor) else image
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=Path(path).suffix))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,17 +30,73 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: input size, per-channel mean/std applied to images in ``[0, 1]``."""
+    """What a model expects: the input ``size`` (``(H, W)``, or ``(D, H, W)`` for volumes), the number of
+    ``channels`` (1, 3 or N) and the per-channel ``mean``/``std`` applied to images in ``[0, 1]``. The mean and
+    std default to ImageNet's for 3 channels and to ``0``/``1`` otherwise; one value serves every channel."""
 
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    size: tuple[int, ...] = (224, 224)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        size = tuple(int(v) for v in self.size)
+        if len(size) not in (2, 3) or min(size) < 1:
+            raise StudioError(f"Input size must be (H, W) or (D, H, W) of positive sizes, not {self.size!r}.")
+        if not isinstance(self.channels, int) or self.channels < 1:
+            raise StudioError(f"An input needs at least 1 channel, not {self.channels!r}.")
+        rgb = self.channels == 3
+        for name, given, default in (("mean", self.mean, IMAGENET_MEAN if rgb else (0.0,)),
+                                     ("std", self.std, IMAGENET_STD if rgb else (1.0,))):
+            values = tuple(float(v) for v in (default if given is None else given))
+            if len(values) == 1:
+                values *= self.channels
+            if len(values) != self.channels:
+                raise StudioError(f"The input's {name} has {len(values)} values for {self.channels} channels; give one "
+                                  "value, or one per channel.")
+            if name == "std" and min(values) <= 0:
+                raise StudioError(f"The input's std must be positive, not {values}.")
+            object.__setattr__(self, name, values)
+        object.__setattr__(self, "size", size)
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions: 2 for images, 3 for volumes."""
+        return len(self.size)
+
+    def describe(self) -> str:
+        """``3x224x224`` (channels first), as the CLI's ``--input`` takes it."""
+        return "x".join(map(str, (self.channels, *self.size)))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """Map images in ``[0, 1]`` (``[B, 3, H, W]``) to the model's input space."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+        """Map images in ``[0, 1]`` (``[B, C, *size]``) to the model's input space."""
+        shape = (1, -1, *([1] * self.dims))
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(shape)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(shape)
         return (images - mean) / std
+
+
+def parse_input(text: str, mean: str | None = None, std: str | None = None) -> InputSpec:
+    """An input spec from the command line's ``1x32x32x32`` (channels, then 2 or 3 sizes) and
+    comma-separated ``mean``/``std``."""
+    try:
+        channels, *size = (int(v) for v in text.lower().split("x"))
+        means = None if mean is None else tuple(float(v) for v in str(mean).split(","))
+        stds = None if std is None else tuple(float(v) for v in str(std).split(","))
+    except ValueError:
+        raise StudioError(f"Cannot read input {text!r} (mean {mean!r}, std {std!r}): write CHANNELSxHxW or "
+                          "CHANNELSxDxHxW, e.g. 1x32x32x32, and numbers separated by commas.") from None
+    return InputSpec(tuple(size), means, stds, channels)
+
+
+def infer_input(module: nn.Module) -> InputSpec | None:
+    """The input spec a user's module implies through its first convolution (channels, 2D or 3D), at 224 px
+    or 32 voxels a side; None when it starts with no convolution."""
+    first = next((m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    if first is None:
+        return None
+    volume = isinstance(first, nn.Conv3d)
+    return InputSpec((32, 32, 32) if volume else (224, 224), channels=first.in_channels)
 
 
 @dataclass
@@ -68,7 +125,13 @@ class StudioModel:
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """Output shape of every named module for one image at the model's input size (batch included), in
         forward order; the model output is under ``""``."""
-        return record_output_shapes(self.module, torch.zeros(1, 3, *self.spec.size, device=self.device))
+        probe = torch.zeros(1, self.spec.channels, *self.spec.size, device=self.device)
+        try:
+            return record_output_shapes(self.module, probe)
+        except RuntimeError as error:  # the module rejects the input: say what was tried and how to change it
+            raise StudioError(f"{self.name} cannot run on a {self.spec.describe()} input "
+                              f"({str(error).splitlines()[0]}); give its input, e.g. "
+                              "input=studio.InputSpec(channels=1, size=(32, 32, 32)) or --input 1x32x32x32.") from None
 
     @cached_property
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -104,10 +167,12 @@ def _synonyms(description: str) -> list[str]:
 
 
 def resize_to_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Bilinearly resize ``[B, C, H, W]`` images to the model's input size (no-op when it already matches)."""
-    if tuple(images.shape[-2:]) == tuple(spec.size):
+    """Resize ``[B, C, *size]`` images or volumes (bi- or trilinearly) to the model's input size (no-op when it
+    already matches)."""
+    if tuple(images.shape[2:]) == tuple(spec.size):
         return images
-    return nn.functional.interpolate(images, size=spec.size, mode="bilinear", align_corners=False)
+    mode = "bilinear" if spec.dims == 2 else "trilinear"
+    return nn.functional.interpolate(images, size=spec.size, mode=mode, align_corners=False)
 
 
 def imagenet_class_names() -> list[str]:
@@ -139,13 +204,19 @@ def model_kind(spec: str) -> str | None:
     return "saved" if spec.endswith((".pt", ".pth", ".ts")) else None
 
 
+class InputNote(UserWarning):
+    """Said once when a model's input spec was inferred rather than given or read from a config."""
+
+
 def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: bool = True,
-               device: torch.device | str | None = None) -> StudioModel:
+               device: torch.device | str | None = None, input: InputSpec | None = None) -> StudioModel:
     """Load a model by name and return it in eval mode on ``device`` (auto: CUDA when present).
 
     ``spec`` is ``efficientnet_lite0`` (default; also ``_lite1``/``_lite2``), ``torchvision:<name>``,
     ``timm:<name>``, ``path/to/file.py:factory``, a saved module or TorchScript file (``.pt``/``.pth``),
     or an ``nn.Module``. ``pretrained=False`` gives random weights (embedded, torchvision and timm models).
+    ``input`` sets the input spec (channels, 2D or 3D size, mean, std); without it, it comes from the
+    model's config, or for your own module from its first convolution (said in one :class:`InputNote`).
     """
     if isinstance(spec, StudioModel):
         model = spec
@@ -165,11 +236,25 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
         else:
             loader = {"embedded": _load_embedded, "torchvision": _load_torchvision, "timm": _load_timm}[kind]
             model = loader(spec if kind == "embedded" else spec.split(":", 1)[1], pretrained)
+    if input is not None:
+        model = StudioModel(model.module, input, model.name, model.class_names)
+    elif not isinstance(spec, StudioModel) and (isinstance(spec, nn.Module) or model_kind(spec) in ("factory", "saved")):
+        model = StudioModel(model.module, _inferred_input(model), model.name, model.class_names)
     model.module.eval()
     try:
         return model.to(device if device is not None else default_device())
     except (RuntimeError, AssertionError):
         raise StudioError(f"Device {device!r} is not available here; use cpu, or cuda[:N] on a machine with CUDA.") from None
+
+
+def _inferred_input(model: StudioModel) -> InputSpec:
+    """A user module's input spec from its first convolution, told in one line when it is not plain RGB."""
+    inferred = infer_input(model.module)
+    if inferred is None or inferred == model.spec:
+        return model.spec
+    warnings.warn(f"{model.name}: input {inferred.describe()} inferred from its first convolution (mean 0, std 1 "
+                  "unless RGB); give input=studio.InputSpec(...) or --input to change it.", InputNote, stacklevel=3)
+    return inferred
 
 
 def _load_embedded(name: str, pretrained: bool) -> StudioModel:

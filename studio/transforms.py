@@ -71,13 +71,21 @@ def counter_uniform(seeds: torch.Tensor, step: int, count: int) -> torch.Tensor:
     return x.to(torch.float64).div(2.0 ** 32).to(torch.float32)
 
 
-def random_affine(images: torch.Tensor, out_size: tuple[int, int], settings: TransformSettings,
-                  draws: torch.Tensor | None = None) -> torch.Tensor:
-    """Pad, jitter, scale, rotate and jitter each image independently, then resize to ``out_size``.
+def draw_count(dims: int) -> int:
+    """Uniform draws per image and step: shifts along each axis, a scale, and the rotation angles (one in 2D,
+    one about each axis in 3D)."""
+    return 4 if dims == 2 else 7
 
-    ``draws`` (``[B, 4]`` uniform in ``[0, 1)``: two shifts, scale, angle) come from :func:`counter_uniform`
-    in the engine; by default they are drawn from torch's global generator.
+
+def random_affine(images: torch.Tensor, out_size: tuple[int, ...], settings: TransformSettings,
+                  draws: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad, jitter, scale, rotate and jitter each image (or volume) independently, then resize to ``out_size``.
+
+    ``draws`` (``[B, draw_count(dims)]`` uniform in ``[0, 1)``: shifts, scale, angles) come from
+    :func:`counter_uniform` in the engine; by default they are drawn from torch's global generator.
     """
+    if len(out_size) == 3:
+        return _random_affine_volume(images, out_size, settings, draws)
     b, _, h, w = images.shape
     device = images.device
     if settings.pad:
@@ -105,3 +113,47 @@ def random_affine(images: torch.Tensor, out_size: tuple[int, int], settings: Tra
     offset = centre_dst - torch.einsum("bij,bj->bi", a, centre_src)
     matrix = torch.cat([a, offset[..., None]], dim=2).to(images.dtype)
     return warp_affine(images, matrix, dsize=out_size, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, 3]`` rotations ``Rz Ry Rx`` about the x, y and z axes by ``angles`` ``[B, 3]`` (radians)."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    one, zero = torch.ones_like(cos[:, 0]), torch.zeros_like(cos[:, 0])
+
+    def matrix(rows):
+        return torch.stack([torch.stack(row, -1) for row in rows], 1)
+    rx = matrix([(one, zero, zero), (zero, cos[:, 0], -sin[:, 0]), (zero, sin[:, 0], cos[:, 0])])
+    ry = matrix([(cos[:, 1], zero, sin[:, 1]), (zero, one, zero), (-sin[:, 1], zero, cos[:, 1])])
+    rz = matrix([(cos[:, 2], -sin[:, 2], zero), (sin[:, 2], cos[:, 2], zero), (zero, zero, one)])
+    return rz @ ry @ rx
+
+
+def _random_affine_volume(volumes: torch.Tensor, out_size: tuple[int, int, int], settings: TransformSettings,
+                          draws: torch.Tensor | None) -> torch.Tensor:
+    """The 3D counterpart of :func:`random_affine`: pad, jitter along every axis, scale, rotate about every
+    axis, resize to ``out_size``, in one ``kornia`` 3D warp (draws: 3 shifts, scale, 3 angles)."""
+    from kornia.geometry.transform import warp_affine3d
+
+    b = volumes.shape[0]
+    device = volumes.device
+    if settings.pad:
+        volumes = F.pad(volumes, (settings.pad,) * 6, value=settings.pad_value)
+    sizes_xyz = torch.tensor(volumes.shape[2:][::-1], dtype=torch.float32, device=device)  # (W, H, D)
+    if draws is None:
+        draws = torch.rand(b, 7, device=device)
+    crop = float(sum(d - 1 for d in settings.jitter))
+    shift = (draws[:, :3] - 0.5) * crop
+    if settings.jitter:
+        shift = shift.round()
+    low, high = settings.scale
+    scale = low + (high - low) * draws[:, 3]
+    angles = (2 * draws[:, 4:7] - 1) * math.radians(settings.degrees)
+    out_xyz = torch.tensor(out_size[::-1], dtype=torch.float32, device=device)
+    zoom = out_xyz / (sizes_xyz - crop)                                                   # per axis (x, y, z)
+    a = zoom.view(1, 3, 1) * scale.view(b, 1, 1) * _rotation(angles)
+    centre_src = (sizes_xyz - 1) / 2 + shift
+    centre_dst = (out_xyz - 1) / 2
+    offset = centre_dst - torch.einsum("bij,bj->bi", a, centre_src)
+    matrix = torch.cat([a, offset[..., None]], dim=2).to(volumes.dtype)
+    return warp_affine3d(volumes, matrix, dsize=tuple(out_size), flags="bilinear", padding_mode="border",
+                         align_corners=True)

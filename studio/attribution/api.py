@@ -92,7 +92,8 @@ def attribute(model: StudioModel | nn.Module, images: torch.Tensor | str | os.Pa
               layer: str | None = None, **options) -> torch.Tensor:
     """Heat maps ``[B, H, W]`` (float32, each image's own resolution) of where ``target`` looks in ``images``.
 
-    ``images``: ``[B, 3, H, W]`` or ``[3, H, W]`` floats in ``[0, 1]`` (or an image file path).
+    ``images``: ``[B, C, *size]`` or ``[C, *size]`` floats in ``[0, 1]`` (C and a 2D or 3D size as the model
+    takes them), or an image file path; maps are ``[B, *size]``.
     ``target``: None (each image's top-1 class), a class index or label, a studio target string
     (``"blocks.5:17"``, ``"blocks.5:17@3,4"``, ``"logits:285"``), or a list with one per image.
     ``method``: one of :data:`METHODS`. ``layer``: the Grad-CAM layer (default: the last convolutional block,
@@ -112,7 +113,7 @@ def explain(model: StudioModel | nn.Module, images: torch.Tensor | str | os.Path
         options["layer"] = layer
     _check_options(method, options)
     images, out_device = as_batch(images, model)
-    size = tuple(images.shape[-2:])
+    size = tuple(images.shape[2:])
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
         targets = _resolve_targets(model, target, inputs, options.get("batch_size", method_options(method)["batch_size"]))
@@ -175,8 +176,9 @@ def _check_options(method: str, options: dict) -> None:
         raise StudioError(f"Option blur_sigma must be a positive number of pixels, not {options['blur_sigma']!r}.")
 
 
-def _resize_map(heat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of one ``[h, w]`` map to ``size`` (no-op when it matches)."""
-    if tuple(heat.shape[-2:]) == tuple(size):
+def _resize_map(heat: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Bi- or trilinear resize of one ``[h, w]`` (``[d, h, w]``) map to ``size`` (no-op when it matches)."""
+    if tuple(heat.shape) == tuple(size):
         return heat
-    return F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    return F.interpolate(heat[None, None], size=size, mode=mode, align_corners=False)[0, 0]

@@ -4,6 +4,7 @@ convolutional block."""
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Sequence
 
@@ -37,7 +38,7 @@ def _probe_cam_layer(model: StudioModel) -> str:
                   if name and not name.startswith(inside_attention) and _is_map(model, name)]
     if not candidates:
         raise StudioError(f"{model.name} has no layer with a spatial map; Grad-CAM needs a convolutional layer.")
-    probe = torch.rand(1, 3, *model.spec.size, generator=torch.Generator().manual_seed(0)).to(model.device)
+    probe = torch.rand(1, model.spec.channels, *model.spec.size, generator=torch.Generator().manual_seed(0)).to(model.device)
     probe.requires_grad_(True)  # parameters are frozen: the graph starts at the image
     with frozen(model.module), torch.enable_grad(), capture(model.module, candidates, stop_early=False,
                                                                clone=True) as captured:
@@ -54,7 +55,7 @@ def _is_map(model: StudioModel, name: str) -> bool:
         info = layer_info(model, name)
     except StudioError:  # window-partitioned attention, scalars
         return False
-    return len(info.spatial) == 2 and info.spatial[0] * info.spatial[1] > 1
+    return len(info.spatial) == model.spec.dims and math.prod(info.spatial) > 1
 
 
 def cam_layers(model: StudioModel, layer: str | None, targets: Sequence[Target]) -> list[str]:
@@ -64,9 +65,9 @@ def cam_layers(model: StudioModel, layer: str | None, targets: Sequence[Target])
         return [t.layer if t.layer != OUTPUT and _is_map(model, t.layer) else default_cam_layer(model)
                 for t in targets]
     name = resolve_layer(model, layer)
-    if len(layer_info(model, name).spatial) != 2:
-        raise StudioError(f"Layer {layer!r} has output shape {list(model.layer_shapes[name])}, not a [channels, "
-                          f"height, width] map; pick a convolutional layer such as {default_cam_layer(model)!r}.")
+    if len(layer_info(model, name).spatial) != model.spec.dims:
+        raise StudioError(f"Layer {layer!r} has output shape {list(model.layer_shapes[name])}, not a map like the "
+                          f"input's; pick a convolutional layer such as {default_cam_layer(model)!r}.")
     order = {module: index for index, module in enumerate(model.layer_shapes)}
     early = sorted({t.name for t in targets if order[t.layer] < order[name]})
     if early:
@@ -77,15 +78,17 @@ def cam_layers(model: StudioModel, layer: str | None, targets: Sequence[Target])
 
 def cam_from_gradients(activations: torch.Tensor, gradients: torch.Tensor, plus_plus: bool = False) -> torch.Tensor:
     """Grad-CAM ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of ``d score / d A_k``; Grad-CAM++
-    uses the closed-form weights of Chattopadhay et al. (eq. 19, as in pytorch-grad-cam). ``[N, h, w]``."""
+    uses the closed-form weights of Chattopadhay et al. (eq. 19, as in pytorch-grad-cam). ``[N, h, w]``, or
+    ``[N, d, h, w]`` for a volume's layer."""
+    spatial = tuple(range(2, activations.dim()))  # (h, w), or (d, h, w) for a volume
     if plus_plus:
         # alpha = g^2 / (2 g^2 + sum(A) g^3), divided through by g^2: no epsilon that would swamp tiny gradients.
-        denominator = 2 + activations.sum((2, 3), keepdim=True) * gradients
+        denominator = 2 + activations.sum(spatial, keepdim=True) * gradients
         usable = (gradients != 0) & (denominator.abs() > 1e-6)
         alpha = torch.where(usable, 1 / torch.where(usable, denominator, torch.ones_like(denominator)), 0.0)
-        weights = (alpha * gradients.clamp_min(0)).sum((2, 3), keepdim=True)
+        weights = (alpha * gradients.clamp_min(0)).sum(spatial, keepdim=True)
     else:
-        weights = gradients.mean((2, 3), keepdim=True)
+        weights = gradients.mean(spatial, keepdim=True)
     return (weights * activations).sum(1).clamp_min(0)
 
 

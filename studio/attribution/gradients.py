@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from kornia.filters import gaussian_blur2d
 
 from studio.attribution.machinery import chunked, input_gradients, scores
 from studio.errors import StudioError
@@ -45,7 +46,7 @@ def _path_average(model: StudioModel, target: Target, points: Callable[[int, int
         nonlocal total
         _, grads = input_gradients(model, points(a, b), [target] * (b - a), batch_size)
         grads = grads.abs() if absolute else grads
-        part = torch.einsum("n,nchw->chw", weights[a:b].to(grads), grads)
+        part = torch.tensordot(weights[a:b].to(grads), grads, dims=1)
         total = part if total is None else total + part
     chunked(len(weights), batch_size, step)
     return total
@@ -81,8 +82,8 @@ def baselines(baseline, inputs: torch.Tensor, spec: InputSpec, blur_sigma: float
         if baseline == "black":
             return torch.zeros_like(inputs)
         if baseline == "blurred":
-            from kornia.filters import gaussian_blur2d
-
+            if spec.dims != 2:
+                raise StudioError("The blurred baseline is 2D only; give a volume 'black', a grey level or volumes.")
             sigma = float(blur_sigma) if blur_sigma is not None else 0.05 * min(spec.size)
             radius = max(1, int(np.ceil(3 * sigma)))
             return gaussian_blur2d(inputs, (2 * radius + 1,) * 2, (sigma, sigma), border_type="replicate")
@@ -92,10 +93,10 @@ def baselines(baseline, inputs: torch.Tensor, spec: InputSpec, blur_sigma: float
     if isinstance(baseline, torch.Tensor):
         if not baseline.is_floating_point():
             raise StudioError(f"A baseline image must hold floats in [0, 1], not {baseline.dtype}; divide uint8 by 255.")
-        given = baseline[None] if baseline.dim() == 3 else baseline
-        if given.dim() != 4 or given.shape[1] != inputs.shape[1] or len(given) not in (1, len(inputs)):
-            raise StudioError(f"Got baseline images of shape {list(baseline.shape)} for {len(inputs)} images; "
-                              "give one [3, H, W] image or one per image.")
+        given = baseline[None] if baseline.dim() == inputs.dim() - 1 else baseline
+        if given.shape[1:2] != inputs.shape[1:2] or given.dim() != inputs.dim() or len(given) not in (1, len(inputs)):
+            raise StudioError(f"Got baseline images of shape {list(baseline.shape)} for images {list(inputs.shape)}; "
+                              "give one image or one per image.")
         return resize_to_input(given.to(inputs), spec).expand_as(inputs)
     raise StudioError(f"Cannot use {type(baseline).__name__} as a baseline; give 'black', 'blurred', a number or an image.")
 
@@ -111,7 +112,7 @@ def integrated_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequ
         raise StudioError(f"Unknown integration rule {rule!r}: use {' or '.join(IG_RULES)}.")
     starts = baselines(baseline, inputs, model.spec, blur_sigma)
     alphas, weights = integration_rule(steps, rule)
-    alphas = alphas.to(inputs).view(-1, 1, 1, 1)
+    alphas = alphas.to(inputs).view(-1, *([1] * (inputs.dim() - 1)))
     per_channel = torch.empty_like(inputs)
     for i, (image, start, target) in enumerate(zip(inputs, starts, targets)):
         direction = image - start

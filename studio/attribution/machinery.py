@@ -80,7 +80,7 @@ def scores(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], 
 
 def input_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], batch_size: int,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores ``[N]`` and input gradients ``[N, 3, h, w]``, in chunks of ``batch_size``."""
+    """Scores ``[N]`` and input gradients ``[N, C, *size]``, in chunks of ``batch_size``."""
     values, grads = torch.empty(len(inputs), device=inputs.device), torch.empty_like(inputs)
 
     def step(a: int, b: int) -> None:
@@ -90,23 +90,26 @@ def input_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequence[
 
 
 def as_batch(images, model: StudioModel) -> tuple[torch.Tensor, torch.device]:
-    """Images (``[B, 3, H, W]``, ``[3, H, W]`` floats in ``[0, 1]``, or a file path) as ``[B, 3, H, W]`` float32
-    on the model's device, and the device the results go back to; anything else is a one-sentence error."""
+    """Images the model takes (``[B, C, *size]`` or one ``[C, *size]``, floats in ``[0, 1]``, or a file path)
+    as a float32 batch on the model's device, and the device the results go back to; anything else is a
+    one-sentence error naming the shape the model expects."""
+    spec = model.spec
+    expected = f"[B, {spec.channels}, {', '.join('DHW'[-spec.dims:])}] or [{spec.channels}, {', '.join('DHW'[-spec.dims:])}]"
     if isinstance(images, (str, os.PathLike)):
         images = read_image(images)
     if not isinstance(images, torch.Tensor):
-        raise StudioError(f"Images must be a [B, 3, H, W] tensor in [0, 1] or an image path, not {type(images).__name__}.")
+        raise StudioError(f"Images must be a {expected} tensor in [0, 1] or an image path, not {type(images).__name__}.")
     if not images.is_floating_point():
         raise StudioError(f"Images must be floats in [0, 1], not {images.dtype}; divide uint8 images by 255.")
-    if images.dim() == 3:
+    if images.dim() == spec.dims + 1:
         images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise StudioError(f"Images must have shape [B, 3, H, W] or [3, H, W], not {list(images.shape)}.")
+    if images.dim() != spec.dims + 2 or images.shape[1] != spec.channels or images.shape[0] == 0:
+        raise StudioError(f"{model.name} takes images of shape {expected}, not {list(images.shape)}.")
     return images.detach().to(model.device, torch.float32), images.device
 
 
 def top_classes(model: StudioModel, images: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
-    """The ``k`` most probable classes of each image (``[B, 3, H, W]`` or ``[3, H, W]`` in ``[0, 1]``):
+    """The ``k`` most probable classes of each image (as :func:`as_batch` takes them):
     ``(index, label, softmax probability)``."""
     images, _ = as_batch(images, model)
     class_target(model, 0)  # the model must output classes

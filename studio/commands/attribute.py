@@ -20,7 +20,7 @@ from studio.attribution import (IG_RULES, METHOD_FUNCTIONS, METHODS, SIGNED_METH
 from studio.commands.common import add_weight_arguments, maybe_a_model, model_from_args, split_model
 from studio.display import overlay
 from studio.errors import StudioError
-from studio.io import atomic_write, read_image, write_image
+from studio.io import atomic_write, preview, read_image, read_stack, write_image
 from studio.models import MODEL_HELP
 from studio.targets import class_count
 
@@ -60,7 +60,8 @@ def option_types() -> dict[str, type]:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("attribute", help="heat maps of where a class or unit looks in photos",
                                    description="Attribute each photo. MODEL may be left out: " + MODEL_HELP)
-    parser.add_argument("positionals", nargs="+", metavar="[MODEL] IMAGE", help="photos (PNG, JPEG, TIFF)")
+    parser.add_argument("positionals", nargs="+", metavar="[MODEL] IMAGE",
+                        help="photos (PNG, JPEG, TIFF), or TIFF stacks for N-channel and volume models")
     add_weight_arguments(parser)
     parser.add_argument("--method", choices=METHODS, default="gradcam")
     parser.add_argument("--target", default=None,
@@ -115,12 +116,17 @@ def run(args) -> int:
                           f"{', '.join('--' + n.replace('_', '-') for n in taken)}.")
     if "baseline" in options:
         options["baseline"] = _baseline(options["baseline"])
+    model = model_from_args(args)
+    spec = model.spec
+    rgb = spec.channels == 3 and spec.dims == 2
+
+    def read(path: str):
+        return read_image(path) if rgb else read_stack(path, spec.channels, spec.dims)
     try:
-        first = read_image(paths[0])
+        first = read(paths[0])
     except StudioError as error:  # with more arguments after it, the first may have been meant as the model
         raise (maybe_a_model(error, paths[0], args.model) if len(paths) > 1 else error) from None
-    images = [first, *(read_image(path) for path in paths[1:])]
-    model = model_from_args(args)
+    images = [first, *(read(path) for path in paths[1:])]
     results = []
     for path, image in tqdm(list(zip(paths, images)), desc=args.method, unit="image"):
         result = explain(model, image.to(model.device), args.target, args.method, **options)
@@ -144,6 +150,7 @@ def run(args) -> int:
     else:
         signed = args.method in SIGNED_METHODS
         for path, image, heat in zip(written, images, maps):
-            write_image(path, overlay(image, heat, signed=signed, colormap=args.colormap, alpha=args.alpha))
+            flat_heat = heat.amax(0) if heat.dim() == 3 else heat  # a volume's map by its projection, like the image
+            write_image(path, overlay(preview(image), flat_heat, signed=signed, colormap=args.colormap, alpha=args.alpha))
     print(f"wrote {', '.join(map(str, written))}")
     return 0

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 
 from studio.errors import StudioError
-from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, model_kind
+from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, model_kind, parse_input
 from studio.settings import RenderSettings, setting_fields
 
 
@@ -24,8 +24,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, optional: bool = False)
 
 
 def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--random-weights``, ``--device`` and the input spec (``--input``, ``--mean``, ``--std``)."""
     parser.add_argument("--random-weights", action="store_true", help="do not load pretrained weights")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--input", default=None, metavar="CxHxW",
+                        help="the model's input: channels then 2 or 3 sizes, e.g. 1x32x32x32 for a 1-channel volume "
+                             "(default: from the model's config or its first convolution)")
+    parser.add_argument("--mean", default=None, help="input mean per channel, comma-separated (one value: all)")
+    parser.add_argument("--std", default=None, help="input std per channel, comma-separated (one value: all)")
 
 
 def split_model(positionals: Sequence[str]) -> tuple[str, list[str]]:
@@ -44,8 +50,11 @@ def maybe_a_model(error: StudioError, first: str, model: str) -> StudioError:
 
 
 def model_from_args(args: argparse.Namespace) -> StudioModel:
-    """Load the model the arguments name."""
-    return load_model(args.model, pretrained=not args.random_weights, device=args.device)
+    """Load the model the arguments name, with the input spec they give."""
+    if args.input is None and (args.mean is not None or args.std is not None):
+        raise StudioError("--mean and --std go with --input, e.g. --input 1x32x32x32 --mean 0 --std 1.")
+    spec = None if args.input is None else parse_input(args.input, args.mean, args.std)
+    return load_model(args.model, pretrained=not args.random_weights, device=args.device, input=spec)
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:

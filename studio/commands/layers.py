@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     model = model_from_args(args)
-    print(f"{model.name}: input {'x'.join(map(str, model.spec.size))}")
+    print(f"{model.name}: input {model.spec.describe()} (channels x size)")
     for name, shape in model.layer_shapes.items():
         label = "logits (model output)" if not name else display_layer(name)
         try:

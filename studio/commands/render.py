@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from studio.commands.common import (add_render_arguments, add_weight_arguments, maybe_a_model, model_from_args,
                                     render_settings_from_args, split_model)
 from studio.engine import render
 from studio.errors import StudioError
-from studio.io import image_grid, write_image
+from studio.io import image_grid, is_rgb_image, preview, write_image, write_stack
 from studio.models import MODEL_HELP
 from studio.targets import layer_info, parse_targets, safe_name
 
@@ -44,12 +46,15 @@ def run(args) -> int:
         raise StudioError(f"--out {args.out!r} is one file but there are {len(result.targets)} targets; give a "
                           "folder, or add --sheet for one sheet.")
     if args.sheet:
-        written = [write_image(out if one_file else out / "sheet.png", image_grid(result.images))]
+        previews = torch.stack([preview(image) for image in result.images])
+        written = [write_image(out if one_file else out / "sheet.png", image_grid(previews))]
     elif one_file:
         written = [write_image(out, result.images[0])]
     else:
         written = [write_image(out / f"{safe_name(t.layer_name)}_{t.file_stem(layer_info(model, t.layer).channels)}.png", image)
                    for t, image in zip(result.targets, result.images)]
+    if not args.sheet and not is_rgb_image(result.images[0]):  # the PNGs are previews: keep every channel and slice
+        written += [write_stack(path.with_suffix(".tif"), image) for path, image in zip(written, result.images)]
     print(f"{'target':32s} clean activation")
     for target, value in zip(result.targets, result.clean_values.tolist()):
         print(f"{target.description:32s} {value:10.3f}")

@@ -12,7 +12,7 @@ import torch
 from studio.errors import StudioError
 from studio.gallery.validation import Checker, Span
 from studio.io import read_image
-from studio.models import StudioModel, load_model
+from studio.models import StudioModel, load_model, parse_input
 
 
 @dataclass
@@ -55,12 +55,19 @@ def load_entry(checker: Checker, name: str, entry: Mapping, where: str, span: Sp
     spec = entry["model"]
     pretrained = checker.typed(entry.get("pretrained", True), bool, where, "pretrained", span)
     init_seed = checker.typed(entry.get("init_seed", 0), int, where, "init_seed", span, minimum=0)
+    given = None
+    if "input" in entry or "mean" in entry or "std" in entry:  # input = "1x32x32x32", mean = "0", std = "1"
+        try:
+            given = parse_input(checker.typed(entry.get("input", ""), str, where, "input", span),
+                                *(None if key not in entry else str(entry[key]) for key in ("mean", "std")))
+        except StudioError as error:
+            checker.fail(where, str(error), checker.line("input", span))
     if models and spec in models:
-        return ModelEntry(name, spec, pretrained, init_seed, load_model(models[spec]))
+        return ModelEntry(name, spec, pretrained, init_seed, load_model(models[spec], input=given))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            model = load_model(spec, pretrained=pretrained, device=device)
+            model = load_model(spec, pretrained=pretrained, device=device, input=given)
     except StudioError as error:
         checker.fail(where, str(error), checker.line("model", span))
     except Exception as error:  # weights files, factories: anything a user-given model can raise

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from studio.gallery.spec import GallerySpec, Item, OutputOptions, Unit
-from studio.io import atomic_write, to_uint8, write_json
+from studio.io import atomic_write, is_rgb_image, to_uint8, write_json, write_stack
 from studio.targets import safe_name
 
 MANIFEST = "manifest.json"
@@ -133,6 +133,9 @@ def write_item(out: Path, item: Item, image: torch.Tensor, frames: Sequence[np.n
     """PNG, then animation, then the sidecar (last: its presence marks the item complete)."""
     files = {"image": image_path(item)}
     atomic_write(out / files["image"], lambda tmp: iio.imwrite(tmp, to_uint8(image), extension=".png"))
+    if not is_rgb_image(image):  # the PNG is a preview (projection, composite): keep the data beside it
+        files["data"] = image_path(item).removesuffix(".png") + ".tif"
+        write_stack(out / files["data"], image)
     if frames:
         files["animation"] = animation_path(item, output.animation)
         write_animation(out / files["animation"], frames, output.fps)
