@@ -464,6 +464,22 @@ def _position(text: str, info: LayerInfo, channel: int | None, layer: str) -> tu
     return coords
 
 
+def token_index(info: LayerInfo, query: str) -> int:
+    """The row of a token layer's ``[N, C]`` output that a query names: ``cls``, ``tokenN`` (prefix tokens)
+    or ``row,column`` (a patch of the grid), checked like a target's ``@`` part."""
+    text = query.strip().removeprefix("@")
+    if info.layout != "tokens":
+        raise StudioError(f"Layer {info.name!r} has no tokens ({info.describe()}); a query token needs a transformer layer.")
+    if text == "cls" or text.startswith("token"):
+        if not re.fullmatch(r"cls|token\d+", text):
+            raise StudioError(f"Query {query!r} must be cls, tokenN or a patch position row,column.")
+        return _prefix_token(text, info, 0, info.name)
+    if not re.fullmatch(r"\s*\d+\s*,\s*\d+\s*", text):
+        raise StudioError(f"Query {query!r} must be cls, tokenN or a patch position row,column.")
+    row, column = _position(text, info, 0, info.name)
+    return info.prefix + row * info.spatial[1] + column
+
+
 def _split_units(text: str) -> list[str]:
     """Split ``0-3, "tabby, tabby cat", 7`` at commas outside quotes (a quote opens an entry, never inside one)."""
     parts, current, quote = [], "", None

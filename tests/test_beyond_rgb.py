@@ -212,3 +212,19 @@ def test_cli_and_gallery_write_volume_previews_and_tiff_stacks(tmp_path, capsys)
     (tmp_path / "g.toml").write_text((tmp_path / "g.toml").read_text().replace('"1x12x12x12"', '"1x12"'))
     with pytest.raises(studio.StudioError, match=r"g.toml line 8, model 'vol': input size must be"):
         gallery.run(tmp_path / "g.toml", tmp_path / "g2", progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["resnet10", "DenseNet121"])
+def test_monai_volume_networks_load_render_and_attribute(name):
+    """Real 3D architectures from MONAI (random weights): the spec comes from the first convolution, a class
+    render raises its logit, Grad-CAM maps the volume at its resolution from the last map the score reaches."""
+    nets = pytest.importorskip("monai.networks.nets")
+    torch.manual_seed(0)
+    net = (nets.resnet10(spatial_dims=3, n_input_channels=1, num_classes=2) if name == "resnet10"
+           else nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=2))
+    with pytest.warns(InputNote, match="input 1x32x32x32"):
+        model = studio.load_model(net, device="cpu")
+    result = studio.render(model, "logits:1", size=24, steps=12, param="pixel", lr=0.1, transforms="none")
+    assert result.history[-1, 0] > result.history[0, 0]
+    heat = studio.attribute(model, torch.rand(1, 32, 32, 32), 1, "gradcam")
+    assert heat.shape == (1, 32, 32, 32) and heat.abs().sum() > 0 and hook_count(model.module) == 0

@@ -217,7 +217,7 @@ def test_vit_attention_maps_come_from_its_non_fused_weights_and_leave_it_fused(m
     last = studio.explain(vit, photo, None, "attention")
     assert last.layer == "blocks.11.attn" and last.maps.shape == (1, 224, 224)
     assert all(block.attn.fused_attn for block in vit.module.blocks) and hook_count(vit.module) == 0
-    with pytest.raises(studio.StudioError, match="no class token.*row,column"):
+    with pytest.raises(studio.StudioError, match="has no prefix tokens.*row,column"):
         studio.attribute(models["swin"], photo, 1, "attention")
     with pytest.raises(studio.StudioError, match="folds images into windows"):
         studio.attribute(models["swin"], photo, 1, "attention", layer="layers.0.blocks.0", query="3,3")

@@ -17,7 +17,7 @@ from studio.attribution.machinery import chunked, scores
 from studio.errors import StudioError
 from studio.hooks import forward_to
 from studio.models import StudioModel
-from studio.targets import LayerInfo, Target, layer_info, resolve_layer
+from studio.targets import LayerInfo, Target, layer_info, resolve_layer, token_index
 
 
 def attention_layers(model: StudioModel) -> list[str]:
@@ -73,34 +73,13 @@ def _attention_layer(model: StudioModel, layer: str | None) -> str:
     return inside[0]
 
 
-def _query_row(query: str, info: LayerInfo) -> int:
-    """The token row of the attention matrix that a query names: ``cls``, ``tokenN`` or ``row,column``."""
-    text = query.strip()
-    if text == "cls" and info.prefix == 0:
-        raise StudioError(f"{info.name!r} has no class token ({info.describe()}); give the query as a patch "
-                          "position row,column.")
-    if text == "cls" or text.startswith("token"):
-        index = 0 if text == "cls" else int(text.removeprefix("token") or -1)
-        if not 0 <= index < info.prefix:
-            raise StudioError(f"Query {query!r} is not a prefix token of {info.name!r} ({info.describe()}).")
-        return index
-    try:
-        row, column = (int(v) for v in text.split(","))
-    except ValueError:
-        raise StudioError(f"Query {query!r} must be cls, tokenN or a patch position row,column.") from None
-    rows, columns = info.spatial
-    if not (0 <= row < rows and 0 <= column < columns):
-        raise StudioError(f"Query {query!r} is outside the {rows}x{columns} patch grid of {info.name!r}.")
-    return info.prefix + row * columns + column
-
-
 def attention(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, layer: str | None = None,
               head: int | None = None, query: str = "cls", batch_size: int = 16) -> dict:
     """One block's attention from the ``query`` token (default the class token) to every patch, of one
     ``head`` or the mean over heads; the map does not depend on the target (its score is reported)."""
     name = _attention_layer(model, layer)
     info = _token_grid(model, name)
-    row = _query_row(query, info)
+    row = token_index(info, query)
     maps = inputs.new_empty((len(inputs), *info.spatial))
 
     def step(a: int, b: int) -> None:
