@@ -92,6 +92,12 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise StudioError(f"Cannot read image {str(path)!r} ({type(error).__name__}); give a PNG, JPEG or TIFF file.") from None
 
 
+def read_input(path: str | os.PathLike, channels: int = 3, dims: int = 2) -> torch.Tensor:
+    """An image file as a model of ``channels`` and ``dims`` takes it: a photo as ``[3, H, W]`` for RGB models,
+    else a TIFF stack (or image) as ``[channels, *size]`` (:func:`read_stack`)."""
+    return read_image(path) if (channels, dims) == (3, 2) else read_stack(path, channels, dims)
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)

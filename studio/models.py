@@ -60,6 +60,12 @@ class InputSpec:
         object.__setattr__(self, "size", size)
 
     @property
+    def rgb(self) -> bool:
+        """Whether the model takes plain RGB pictures (3 channels, 2D): anything else is read from TIFF stacks
+        and shown through previews, grey layers or one layer per channel."""
+        return self.channels == 3 and self.dims == 2
+
+    @property
     def dims(self) -> int:
         """Spatial dimensions: 2 for images, 3 for volumes."""
         return len(self.size)

@@ -1,4 +1,5 @@
-"""The napari studio: renders stream into one layer, Stop, attribution overlays, errors, `studio view`.
+"""The napari studio: renders stream into one layer (grey, one per channel, 3D for volumes), Stop, attribution
+overlays, errors, `studio view`.
 
 GUI tests need an X server with OpenGL (``make test`` runs pytest under ``xvfb-run``) and use napari's
 ``make_napari_viewer`` fixture (napari's pytest plugin) with pytest-qt's ``qtbot``.
@@ -18,6 +19,7 @@ import torch
 import studio
 from studio.io import from_uint8, to_uint8
 from tests.conftest import hook_count
+from tests.synthetic import sphere_net, stripe_net
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 gui = pytest.mark.gui
@@ -42,16 +44,28 @@ def attribute_and_wait(qtbot, widget, start=None):
 
 
 @pytest.fixture
-def studio_widget(make_napari_viewer, qtbot, lite0):
+def open_studio_widget(make_napari_viewer, qtbot):
+    """Open napari with the studio docked for a model: ``(viewer, widget)``; renders are stopped at the end."""
     pytest.importorskip("napari")
     from studio.viewer.widget import StudioWidget
 
-    viewer = make_napari_viewer()
-    widget = StudioWidget(viewer, model=lite0)
-    viewer.window.add_dock_widget(widget, name="Feature Studio")
-    yield viewer, widget
-    widget.stop()
-    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    opened = []
+
+    def open_widget(model):
+        viewer = make_napari_viewer()
+        widget = StudioWidget(viewer, model=model)
+        viewer.window.add_dock_widget(widget, name="Feature Studio")
+        opened.append(widget)
+        return viewer, widget
+    yield open_widget
+    for widget in opened:
+        widget.stop()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+
+
+@pytest.fixture
+def studio_widget(open_studio_widget, lite0):
+    return open_studio_widget(lite0)
 
 
 @gui
@@ -247,7 +261,7 @@ def test_studio_view_screenshot_shows_the_rendered_image(tmp_path, lite0, photos
     assert done.returncode == 0, done.stderr[-3000:]
     shot = iio.imread(out)[..., :3]
     record = json.loads(out.with_suffix(".json").read_text())
-    assert shot.shape[1] == 1200 and shot.shape[0] >= 800 and shot.std() > 20
+    assert shot.shape[1] == 1200 and shot.shape[0] >= 800 and shot.std() > 20 and record["ndisplay"] == 2
     assert set(record["layers"]) >= {"blocks.4:12", "chelsea", "chelsea · gradcam · blocks.4:12",
                                      "chelsea (top class) · gradcam · top class Egyptian cat"}
     x0, y0, x1, y1 = record["layers"]["blocks.4:12"]["box"]
@@ -348,13 +362,9 @@ def test_render_requests_reach_prefix_tokens(vit):
 
 @gui
 @needs_display
-def test_token_layers_are_listed_with_their_grid_and_attention_arrives_as_an_overlay(make_napari_viewer, qtbot, vit,
+def test_token_layers_are_listed_with_their_grid_and_attention_arrives_as_an_overlay(open_studio_widget, qtbot, vit,
                                                                                        photos):
-    from studio.viewer.widget import StudioWidget
-
-    viewer = make_napari_viewer()
-    widget = StudioWidget(viewer, model=vit)
-    viewer.window.add_dock_widget(widget, name="Feature Studio")
+    viewer, widget = open_studio_widget(vit)
     panel = widget.render_panel
     labels = dict((value, label) for label, value in panel.layer._default_choices())
     assert labels["blocks.6.mlp.act"].endswith("tokens: 2 prefix + 14x14 grid, 768 channels")
@@ -373,3 +383,179 @@ def test_token_layers_are_listed_with_their_grid_and_attention_arrives_as_an_ove
     np.testing.assert_allclose(heat.data, expected.numpy(), rtol=1e-5, atol=1e-7)
     assert heat.data.shape == photo.shape[:2] and "attention_rollout" in heat.name
     assert hook_count(vit.module) == 0
+
+
+# ---------------------------------------------------------------- beyond RGB: grey, N channels, volumes
+
+MONO_2D = studio.InputSpec((24, 24), mean=(0.0,), std=(1.0,), channels=1)
+FIVE_2D = studio.InputSpec((16, 16), channels=5)
+MONO_3D = studio.InputSpec((12, 12, 12), mean=(0.0,), std=(1.0,), channels=1)
+
+
+def five_channel_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(5, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 2))
+
+
+def tiny_model(net, spec: studio.InputSpec) -> studio.StudioModel:
+    """A tiny network with random weights (seeded) for ``spec``."""
+    torch.manual_seed(0)
+    return studio.load_model(net(), device="cpu", input=spec)
+
+
+@pytest.fixture(scope="module")
+def mono2d() -> studio.StudioModel:
+    return tiny_model(stripe_net, MONO_2D)
+
+
+@pytest.fixture(scope="module")
+def five2d() -> studio.StudioModel:
+    return tiny_model(five_channel_net, FIVE_2D)
+
+
+@pytest.fixture(scope="module")
+def mono3d() -> studio.StudioModel:
+    return tiny_model(sphere_net, MONO_3D)
+
+
+def render_and_watch(qtbot, widget, target: str, on_frame=None, **fields) -> list[tuple]:
+    """Render ``target`` in the widget; per shown frame: its step, the layers showing it and their data."""
+    panel, shown = widget.render_panel, []
+
+    def watch(frame) -> None:
+        shown.append((frame.step, list(panel.image_layers), [layer.data.copy() for layer in panel.image_layers]))
+        if on_frame is not None:
+            on_frame(frame)
+    panel.frame_shown.connect(watch)
+    widget.fill(target, **fields)
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        widget.run()
+    panel.frame_shown.disconnect(watch)
+    return shown
+
+
+def assert_streamed_in_place(shown, viewer, count: int) -> None:
+    """Every frame went into the same ``count`` layers (no new layer per frame), and the images changed."""
+    assert len(shown) >= 2 and all(layers == shown[0][1] for _, layers, _ in shown)
+    assert len(shown[0][1]) == count and len(viewer.layers) == count
+    assert not np.array_equal(shown[0][2][0], shown[-1][2][0])
+
+
+def test_napari_data_has_one_layer_per_channel_and_goes_back_to_the_model_images():
+    from studio.viewer.streaming import images_from_layer, layer_arrays, overlay, to_napari
+
+    rgb = to_napari(torch.rand(2, 3, 8, 10))
+    assert rgb.shape == (2, 8, 10, 3) and [a.shape for a in layer_arrays(rgb, True)] == [(2, 8, 10, 3)]
+    grey = torch.rand(1, 1, 6, 8, 10)  # one volume: one 3D layer
+    assert [a.shape for a in layer_arrays(to_napari(grey), False)] == [(6, 8, 10)]
+    channels = torch.rand(2, 4, 6, 8, 10)  # two 4-channel volumes: four layers with the unit first
+    arrays = layer_arrays(to_napari(channels), False)
+    assert len(arrays) == 4 and np.array_equal(arrays[2], channels[:, 2].numpy())
+    volume = studio.InputSpec((6, 8, 10), channels=1)
+    assert torch.equal(images_from_layer(grey[0, 0].numpy(), False, (0, 1), volume), grey)
+    assert images_from_layer((grey[0, 0].numpy() * 255).astype(np.uint8), False, None, volume).shape == (1, 1, 6, 8, 10)
+    four = studio.InputSpec((6, 8, 10), channels=4)
+    assert torch.equal(images_from_layer(channels.numpy(), False, (0, 1), four), channels)
+    with pytest.raises(studio.StudioError, match=r"takes 4-channel volumes: pick a layer of shape \[\.\.\., 4, D, H, W"):
+        images_from_layer(grey[0].numpy(), False, (0, 1), four)
+    with pytest.raises(studio.StudioError, match="not an RGB layer"):
+        images_from_layer(rgb[0], True, None, volume)
+    maps = np.random.default_rng(0).random((2, 6, 8, 10))
+    assert overlay(maps[:1], (6, 8, 10)).shape == (6, 8, 10) and overlay(maps, (2, 6, 8, 10)).shape == (2, 6, 8, 10)
+    repeated = overlay(maps, (2, 4, 6, 8, 10))  # a layer with the channels on an axis: the map on every channel
+    assert repeated.shape == (2, 4, 6, 8, 10) and np.array_equal(repeated[1, 3], maps[1])
+
+
+@gui
+@needs_display
+def test_a_one_channel_render_streams_into_one_grey_layer_and_its_map_matches(open_studio_widget, qtbot, mono2d):
+    viewer, widget = open_studio_widget(mono2d)
+    assert "input 1x24x24" in widget.model_info.value
+    shown = render_and_watch(qtbot, widget, "logits:1", steps=6, size=24, every=2, seed=1)
+    assert [step for step, *_ in shown] == [2, 4, 6]
+    assert_streamed_in_place(shown, viewer, 1)
+    layer = widget.render_panel.image_layer
+    assert not layer.rgb and layer.colormap.name == "gray" and tuple(layer.contrast_limits) == (0, 1)
+    expected = studio.render(mono2d, "logits:1", steps=6, size=24, seed=1).images
+    np.testing.assert_array_equal(layer.data, expected[0, 0].numpy())
+    widget.attribution_panel.method.value, widget.attribution_panel.explain.value = "saliency", "visualised unit"
+    heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layer))
+    np.testing.assert_allclose(heat.data, studio.attribute(mono2d, expected, "logits:1", "saliency")[0].numpy(),
+                               rtol=1e-5, atol=1e-7)
+    assert heat.name == "logits:1 · saliency · logits:1" and hook_count(mono2d.module) == 0
+
+
+@gui
+@needs_display
+def test_five_channels_stream_into_additive_channel_layers_and_are_attributed_together(open_studio_widget, qtbot,
+                                                                                         five2d):
+    viewer, widget = open_studio_widget(five2d)
+    shown = render_and_watch(qtbot, widget, "logits:0", steps=6, size=16, every=2, count=2)
+    assert_streamed_in_place(shown, viewer, 5)
+    layers = widget.render_panel.image_layers
+    assert [layer.name for layer in layers] == [f"logits:0-1 · channel {c}" for c in range(5)]
+    assert all(str(layer.blending) == "additive" and not layer.rgb for layer in layers)
+    assert len({layer.colormap.name for layer in layers}) == 5  # napari's channel colours
+    assert viewer.dims.nsteps[0] == 2 and viewer.dims.axis_labels[0] == "unit"  # the unit on the slider axis
+    expected = studio.render(five2d, ["logits:0", "logits:1"], steps=6, size=16).images
+    for channel, layer in enumerate(layers):
+        assert layer.data.shape == (2, 16, 16)
+        np.testing.assert_array_equal(layer.data, expected[:, channel].numpy())
+    widget.attribution_panel.method.value, widget.attribution_panel.explain.value = "gradcam", "visualised unit"
+    heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layers[3]))
+    maps = studio.attribute(five2d, expected, ["logits:0", "logits:1"], "gradcam")
+    assert heat.data.shape == (2, 16, 16) and heat.name == "logits:0-1 · gradcam · logits:0 ..."
+    np.testing.assert_allclose(heat.data, maps.numpy(), rtol=1e-5, atol=1e-7)
+    assert len(viewer.layers) == 6 and hook_count(five2d.module) == 0
+
+
+@gui
+@needs_display
+def test_a_volume_streams_into_a_3d_layer_while_turning_and_its_map_is_an_aligned_volume(open_studio_widget, qtbot,
+                                                                                          mono3d):
+    viewer, widget = open_studio_widget(mono3d)
+    angles = []
+
+    def turn(frame) -> None:  # the user turns the 3D view while the render streams
+        viewer.camera.angles = (0.0, 10.0 * frame.step, 90.0)
+        angles.append(viewer.camera.angles)
+    shown = render_and_watch(qtbot, widget, "logits:1", on_frame=turn, steps=6, size=12, every=2)
+    assert_streamed_in_place(shown, viewer, 1)
+    layer = widget.render_panel.image_layer
+    assert viewer.dims.ndisplay == 3 and layer.ndim == 3 and layer.data.shape == (12, 12, 12)
+    assert len(set(angles)) == 3
+    expected = studio.render(mono3d, "logits:1", steps=6, size=12).images
+    np.testing.assert_array_equal(layer.data, expected[0, 0].numpy())
+    layer.scale, layer.translate = (2, 2, 2), (0, 5, -3)
+    widget.attribution_panel.method.value, widget.attribution_panel.explain.value = "gradcam", "visualised unit"
+    heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layer))
+    expected_map = studio.attribute(mono3d, expected, "logits:1", "gradcam")[0].numpy()
+    assert heat.data.shape == (12, 12, 12) and heat.ndim == 3 and expected_map.max() > 0
+    assert heat.colormap.name == "inferno" and str(heat.blending) == "additive"  # black where cold: the data shows
+    np.testing.assert_allclose(heat.data, expected_map, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(heat.scale, layer.scale)
+    np.testing.assert_array_equal(heat.translate, layer.translate)
+    assert hook_count(mono3d.module) == 0
+
+
+@gui
+@needs_display
+def test_studio_view_screenshot_of_a_volume_model_is_a_3d_view(tmp_path):
+    import imageio.v3 as iio
+
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\n\nfrom tests.synthetic import sphere_net\n\ndef model():\n"
+                       "    torch.manual_seed(0)\n    return sphere_net()\n")
+    volume = (np.random.default_rng(0).random((12, 12, 12)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "noise.tif", volume)
+    out = tmp_path / "figure.png"
+    command = [sys.executable, "-m", "studio", "view", f"{factory}:model", "--input", "1x12x12x12", "--mean", "0",
+               "--std", "1", "--device", "cpu", "--target", "logits:1", "--steps", "4", "--size", "12",
+               "--image", str(tmp_path / "noise.tif"), "--screenshot", str(out), "--window-size", "1000x700"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    shot = iio.imread(out)[..., :3]
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert shot.shape[1] == 1000 and shot.std() > 20 and record["ndisplay"] == 3
+    assert set(record["layers"]) >= {"logits:1", "noise", "noise · gradcam · logits:1", "noise (top class)"}

@@ -20,7 +20,7 @@ from studio.attribution import (IG_RULES, METHOD_FUNCTIONS, METHODS, SIGNED_METH
 from studio.commands.common import add_weight_arguments, maybe_a_model, model_from_args, split_model
 from studio.display import overlay
 from studio.errors import StudioError
-from studio.io import atomic_write, preview, read_image, read_stack, write_image
+from studio.io import atomic_write, preview, read_image, read_input, write_image
 from studio.models import MODEL_HELP
 from studio.targets import class_count
 
@@ -118,15 +118,11 @@ def run(args) -> int:
         options["baseline"] = _baseline(options["baseline"])
     model = model_from_args(args)
     spec = model.spec
-    rgb = spec.channels == 3 and spec.dims == 2
-
-    def read(path: str):
-        return read_image(path) if rgb else read_stack(path, spec.channels, spec.dims)
     try:
-        first = read(paths[0])
+        first = read_input(paths[0], spec.channels, spec.dims)
     except StudioError as error:  # with more arguments after it, the first may have been meant as the model
         raise (maybe_a_model(error, paths[0], args.model) if len(paths) > 1 else error) from None
-    images = [first, *(read(path) for path in paths[1:])]
+    images = [first, *(read_input(path, spec.channels, spec.dims) for path in paths[1:])]
     results = []
     for path, image in tqdm(list(zip(paths, images)), desc=args.method, unit="image"):
         result = explain(model, image.to(model.device), args.target, args.method, **options)

@@ -1,5 +1,6 @@
 """``studio view``: napari with the studio docked and filled in; with a screenshot path, a reproducible
-figure (render, attributions of each photo, the whole window saved as PNG) made without a person."""
+figure (render, attributions of each photo, the whole window saved as PNG; in napari's 3D view for volume
+models) made without a person."""
 
 from __future__ import annotations
 
@@ -14,26 +15,32 @@ from qtpy.QtCore import QEventLoop, QPoint, QTimer
 from qtpy.QtWidgets import QApplication, QWidget
 
 from studio.errors import StudioError
-from studio.io import to_uint8, write_image, write_json
+from studio.io import is_rgb_image, write_image, write_json
 from studio.models import StudioModel
 from studio.settings import RenderSettings
-from studio.viewer.streaming import HEATMAP_KEY, METHODS, TARGETS_KEY
+from studio.viewer.layers import add_image_layers, image_shape, place
+from studio.viewer.streaming import HEATMAP_KEY, METHODS, TARGETS_KEY, render_label, to_napari
 from studio.viewer.widget import StudioWidget
 
-#: Gap between tiles in the screenshot layout, as a fraction of the tile height.
-GAP = 0.06
+#: Gap between tiles in the screenshot layout, as a fraction of the tile height, by the images' spatial
+#: dimensions (volumes leave room for their depth, seen at an angle in the 3D view).
+GAPS = {2: 0.06, 3: 0.4}
+#: The 3D camera's angles (degrees) for a volume model's screenshot: tilted, so that the volumes read as 3D.
+VOLUME_VIEW = (-20.0, 15.0, 0.0)
 
 
 def open_studio(model: StudioModel, *, target: str | None = None, images: Sequence[tuple[str, torch.Tensor]] = (),
                 settings: RenderSettings | None = None, fields: dict | None = None, screenshot: str | None = None,
-                method: str = METHODS[0], window_size: tuple[int, int] = (1600, 1000), timeout: float = 1800) -> int:
+                method: str = METHODS[0], explain: Sequence[str] = ("visualised unit", "top class"),
+                window_size: tuple[int, int] = (1600, 1000), timeout: float = 1800) -> int:
     """Open napari with the studio docked, its fields filled (``target``, ``settings``, the viewer's own
-    ``fields`` by name) and ``images`` (``(name, [3, H, W])``) as layers. Without ``screenshot``, run napari's
-    event loop until the window closes.
+    ``fields`` by name) and ``images`` (``(name, [C, *size])`` in the model's layout) as layers. Without
+    ``screenshot``, run napari's event loop until the window closes.
 
-    With ``screenshot``: render, attribute each image for the rendered unit and for its top class
-    (``method``), lay the layers out side by side, save the whole window to ``screenshot`` with a JSON
-    record of the settings beside it, close, and return 0.
+    With ``screenshot``: render, attribute each image (``method``) for what ``explain`` names (by default the
+    rendered unit, then a copy for its top class), lay the layers out side by side (in napari's 3D view for a
+    volume model), save the whole window to ``screenshot`` with a JSON record of the settings beside it,
+    close, and return 0.
     """
     viewer = napari.Viewer(title="Feature Studio", show=True)
     try:
@@ -41,20 +48,29 @@ def open_studio(model: StudioModel, *, target: str | None = None, images: Sequen
         widget = StudioWidget(viewer, model=model, autoload=False)
         viewer.window.add_dock_widget(widget, name="Feature Studio", area="right")
         widget.fill(target, method=method, **(settings.as_dict() if settings else {}), **(fields or {}))
-        photos = [viewer.add_image(to_uint8(image), rgb=True, name=name) for name, image in images]
-        if photos:
-            widget.attribution_panel.source.value = photos[0]
-        arrange(viewer, [[photo] for photo in photos])
+        shown = [_add_photo(viewer, name, image) for name, image in images]
+        if shown:
+            widget.attribution_panel.source.value = shown[0][0]
+        dims = model.spec.dims
+        arrange(viewer, shown, dims)
+        if dims == 3:
+            viewer.dims.ndisplay = 3
         if screenshot is None:
             napari.run()
             return 0
-        return _make_figure(viewer, widget, photos, screenshot, timeout)
+        return _make_figure(viewer, widget, list(zip(images, shown)), explain, screenshot, timeout)
     finally:
         if screenshot is not None:
             viewer.close()
 
 
-def _make_figure(viewer, widget: StudioWidget, photos: list[Image], path: str, timeout: float) -> int:
+def _add_photo(viewer, name: str, image: torch.Tensor) -> list[Image]:
+    """Add an image ``[C, *size]`` as the layers that show the model's images (RGB, grey or one per channel)."""
+    return add_image_layers(viewer, to_napari(image[None]), is_rgb_image(image), name)
+
+
+def _make_figure(viewer, widget: StudioWidget, photos: list[tuple[tuple[str, torch.Tensor], list[Image]]],
+                 explain: Sequence[str], path: str, timeout: float) -> int:
     errors: list[str] = []
     widget.failed.connect(errors.append)
     renderer, explainer = widget.render_panel, widget.attribution_panel
@@ -62,34 +78,40 @@ def _make_figure(viewer, widget: StudioWidget, photos: list[Image], path: str, t
     frame = renderer.last_frame
     if errors or frame is None or not frame.done:
         raise StudioError(errors[0] if errors else f"The render did not finish within {timeout:g} seconds.")
-    render = renderer.image_layer
-    groups = [[render]]
-    for photo in photos:
-        pairs = [(photo, "visualised unit"),
-                 (viewer.add_image(photo.data, rgb=True, name=f"{photo.name} (top class)"), "top class")]
-        for layer, choice in pairs:
+    render = renderer.image_layers
+    groups = [render]
+    for (name, image), layers in photos:
+        for index, choice in enumerate(explain):
+            shown = layers if index == 0 else _add_photo(viewer, f"{name} ({choice})", image)
             explainer.explain.value = choice
             added: list[Image] = []
             explainer.added.connect(added.append)
-            _run_and_wait(lambda layer=layer: widget.attribute(layer), explainer.finished,
+            _run_and_wait(lambda layer=shown[0]: widget.attribute(layer), explainer.finished,
                           lambda: explainer.worker is not None, timeout)
             explainer.added.disconnect(added.append)
             if errors:
                 raise StudioError(errors[0])
-            groups.append([layer, *added])
-    arrange(viewer, groups)
+            groups.append([*shown, *added])
+    dims = widget.model.spec.dims
+    arrange(viewer, groups, dims)
+    if dims == 3:
+        viewer.camera.angles = VOLUME_VIEW
+        viewer.fit_to_view()  # the turned volumes, whole
     viewer.text_overlay.visible = True
-    viewer.text_overlay.text = f"{render.name} · {frame.step} steps · objective {frame.values.mean():.3g}"
+    viewer.text_overlay.text = (f"{render_label(frame.result.targets)} · {frame.step} steps · "
+                                f"objective {frame.values.mean():.3g}")
     viewer.text_overlay.font_size = 10
-    viewer.layers.selection.active = render
+    viewer.layers.selection.active = render[0]
     _close_notifications(viewer)
     _settle()
     shot = viewer.screenshot(canvas_only=False, flash=False)
     written = write_image(path, np.ascontiguousarray(shot[..., :3]))
-    record = {"screenshot": str(written), "model": widget.model.name, "targets": render.metadata.get(TARGETS_KEY),
+    flat = viewer.dims.ndisplay == 2  # where a layer appears is known for the 2D view's camera
+    record = {"screenshot": str(written), "model": widget.model.name, "targets": render[0].metadata.get(TARGETS_KEY),
               "settings": frame.result.settings, "steps_done": frame.step,
               "objective": [float(v) for v in frame.values], "device": str(widget.model.device),
-              "layers": {layer.name: {"box": window_box(viewer, layer, shot.shape),
+              "ndisplay": viewer.dims.ndisplay,
+              "layers": {layer.name: {"box": window_box(viewer, layer, shot.shape) if flat else None,
                                       "heatmap": bool(layer.metadata.get(HEATMAP_KEY))}
                          for layer in viewer.layers if layer.visible}}
     write_json(Path(path).with_suffix(".json"), record)
@@ -128,15 +150,16 @@ def _close_notifications(viewer) -> None:
             child.close()
 
 
-def arrange(viewer, groups: Sequence[Sequence[Image]]) -> None:
+def arrange(viewer, groups: Sequence[Sequence[Image]], dims: int) -> None:
     """Lay groups of layers out as equal-height tiles in the grid (1 to N columns) that shows them largest on
-    the canvas; a group is a base image and the overlays that share its placement (heat maps)."""
+    the canvas; a group is a base image (one layer or one per channel) and the overlays that share its
+    placement (heat maps); ``dims`` is the images' spatial dimensions (3: volumes, scaled in depth too)."""
     groups = [group for group in groups if group]
     if not groups:
         return
-    height = max(_spatial_shape(group[0])[0] for group in groups)
-    widths = [height * _spatial_shape(group[0])[1] / _spatial_shape(group[0])[0] for group in groups]
-    cell, gap = max(widths), GAP * height
+    height = max(image_shape(group[0])[0] for group in groups)
+    widths = [height * image_shape(group[0])[1] / image_shape(group[0])[0] for group in groups]
+    cell, gap = max(widths), GAPS[dims] * height
     canvas = viewer.window._qt_viewer.canvas.native
 
     def zoom(columns: int) -> float:
@@ -146,18 +169,11 @@ def arrange(viewer, groups: Sequence[Sequence[Image]]) -> None:
     columns = max(range(1, len(groups) + 1), key=zoom)
     for index, (group, width) in enumerate(zip(groups, widths)):
         row, column = divmod(index, columns)
-        scale = height / _spatial_shape(group[0])[0]
+        scale = height / image_shape(group[0])[0]
         top, left = row * (height + gap), column * (cell + gap) + (cell - width) / 2
         for layer in group:
-            lead = layer.ndim - 2
-            layer.scale = (*([1.0] * lead), scale, scale)
-            layer.translate = (*([0.0] * lead), top, left)
+            place(layer, scale, top, left, dims)
     viewer.reset_view()
-
-
-def _spatial_shape(layer: Image) -> tuple[int, int]:
-    shape = layer.data.shape
-    return tuple(shape[-3:-1]) if layer.rgb else tuple(shape[-2:])
 
 
 def window_box(viewer, layer: Image, shot_shape: Sequence[int]) -> list[int]:

@@ -1,5 +1,6 @@
 """The attribution panel: pick an image layer, a method and what to explain; :meth:`AttributionPanel.start`
-computes the heat maps in a worker and adds them as overlay layers aligned with the image."""
+computes the heat maps in a worker and adds them as overlay layers aligned with the image (with its axes:
+a volume's map is a volume)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton
 from napari.layers import Image
 from napari.qt.threading import create_worker
@@ -16,10 +18,13 @@ from studio.errors import StudioError
 from studio.models import StudioModel
 from studio.targets import OUTPUT, Target, parse_target
 from studio.viewer.fields import complete_classes
-from studio.viewer.streaming import (ATTRIBUTION_TARGETS, HEATMAP_KEY, METHODS, TARGETS_KEY, Heatmap,
-                                     attribute_images, error_message, images_from_layer)
+from studio.viewer.streaming import (ATTRIBUTION_TARGETS, CHANNELS_KEY, HEATMAP_KEY, METHODS, TARGETS_KEY, Heatmap,
+                                     attribute_images, error_message, images_from_layer, overlay)
 
 HEATMAP_COLORMAPS = ("turbo", "inferno", "magma", "viridis", "PiYG")
+#: The colormap and blending a heat map starts with, by the model's spatial dimensions: over a volume (drawn
+#: as its maximum along the view), a map black at zero and added leaves the data visible where it is cold.
+HEATMAP_LOOKS = {2: ("turbo", "translucent"), 3: ("inferno", "additive")}
 #: Colormap used instead of a sequential one when a heat map has negative values.
 SIGNED_COLORMAP = "PiYG"
 
@@ -52,8 +57,8 @@ class AttributionPanel(Container):
         self.explain = ComboBox(name="explain", choices=list(ATTRIBUTION_TARGETS), value=ATTRIBUTION_TARGETS[0])
         self.class_name = LineEdit(name="explain_class", label="class", value="",
                                    tooltip="class label (with completion) or index")
-        self.colormap = ComboBox(name="colormap", choices=list(HEATMAP_COLORMAPS), value=HEATMAP_COLORMAPS[0])
-        self.blending = ComboBox(name="blending", choices=["translucent", "additive"], value="translucent")
+        self.colormap = ComboBox(name="colormap", choices=list(HEATMAP_COLORMAPS), value=HEATMAP_LOOKS[2][0])
+        self.blending = ComboBox(name="blending", choices=["translucent", "additive"], value=HEATMAP_LOOKS[2][1])
         self.opacity = FloatSlider(name="opacity", min=0.0, max=1.0, step=0.05, value=0.5)
         self.attribute_button = PushButton(text="Attribute")
         self.extend([self.source, self.method, self.explain, self.class_name, self.colormap, self.blending,
@@ -65,9 +70,10 @@ class AttributionPanel(Container):
         self._update_class_field()
 
     def set_model(self, model: StudioModel) -> None:
-        """Explain with ``model``; complete its class labels."""
+        """Explain with ``model``; complete its class labels; start heat maps with the look for its images."""
         self.model = model
         complete_classes(self.class_name, model)
+        self.colormap.value, self.blending.value = HEATMAP_LOOKS[model.spec.dims]
 
     def update_buttons(self, loading: bool) -> None:
         """Attribute while idle and no model is loading."""
@@ -101,8 +107,17 @@ class AttributionPanel(Container):
         if rendered:
             return [parse_target(name, self.model) for name in rendered]
         targets = self._visualised()
-        index = self.viewer.dims.current_step[0] if len(targets) > 1 and self.viewer.dims.ndim > 2 else 0
+        stacked = self.viewer.dims.ndim > self.model.spec.dims
+        index = self.viewer.dims.current_step[0] if len(targets) > 1 and stacked else 0
         return [targets[min(max(int(index), 0), len(targets) - 1)]]
+
+    def images(self, layer: Image) -> torch.Tensor:
+        """The model's images ``[B, C, *size]`` that ``layer`` shows: a channel set's whole images (any of its
+        layers stands for them), else the layer's own data."""
+        channels = layer.metadata.get(CHANNELS_KEY)
+        if channels is not None:
+            return torch.from_numpy(channels.images)
+        return images_from_layer(layer.data, layer.rgb, layer.contrast_limits, self.model.spec)
 
     def start(self, layer: Image | None = None) -> None:
         """Explain the image(s) of ``layer`` (default: the chosen image layer) with the panel's model, method
@@ -113,7 +128,7 @@ class AttributionPanel(Container):
                               "layer.", True)
             return
         try:
-            images = images_from_layer(layer.data, layer.rgb, layer.contrast_limits)
+            images = self.images(layer)
             targets = self.targets(layer)
         except StudioError as error:
             self.message.emit(str(error), True)
@@ -133,8 +148,9 @@ class AttributionPanel(Container):
         self.finished.emit()
 
     def _add_heatmap(self, source: Image, heat: Heatmap) -> None:
-        data = heat.maps[0] if source.ndim == 2 else heat.maps
-        name = f"{source.name} · {heat.method} · {heat.target_label}"
+        data = overlay(heat.maps, source.data.shape[:-1] if source.rgb else source.data.shape)
+        channels = source.metadata.get(CHANNELS_KEY)
+        name = f"{channels.name if channels is not None else source.name} · {heat.method} · {heat.target_label}"
         low, high = float(data.min()), float(data.max())
         colormap = self.colormap.value
         if low < 0:

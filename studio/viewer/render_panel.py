@@ -1,9 +1,10 @@
 """The feature-visualisation panel: the unit to render, the viewer's fields and one field per render setting,
-Run and Stop, and the image forming live in one napari image layer.
+Run and Stop, and the image forming live in napari: one RGB or grey layer, or one layer per channel, 3D for
+volumes (napari switches to its 3D view, which the user can turn while the render streams).
 
 The render runs :func:`studio.viewer.streaming.stream` (the engine's generator) in a napari generator
 worker; every step yields, so Stop and napari's cancel take effect within a step, and every few steps the
-image layer's data is replaced in place. Layers are only touched in the main thread (signal handlers).
+layers' data is replaced in place. Layers are only touched in the main thread (signal handlers).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from studio.models import StudioModel
 from studio.settings import RenderSettings, setting_fields
 from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info, parse_target, resolve_layer
 from studio.viewer.fields import complete_classes, set_value, setting_widget
+from studio.viewer.layers import add_image_layers, find_image_layers, image_shape, place, update_image_layers
 from studio.viewer.streaming import (DEFAULT_LAYER, HEATMAP_KEY, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame,
                                      RenderRequest, error_message, render_label, stream)
 
@@ -37,13 +39,13 @@ def _drive(frames):
 
 
 class RenderPanel(Container):
-    """Pick a layer, a unit and settings; :meth:`start` streams the render into an image layer.
+    """Pick a layer, a unit and settings; :meth:`start` streams the render into image layers.
 
     The model comes from :meth:`set_model`; ``lock`` is shared with the attribution panel, so the two never
     run the model at once. Messages for the user go out through ``message``.
     """
 
-    #: Emitted (main thread) after a frame's images are shown in the image layer.
+    #: Emitted (main thread) after a frame's images are shown in the image layers.
     frame_shown = Signal(object)
     #: Emitted when a render ends (finished, stopped or failed), with the last frame or None.
     finished = Signal(object)
@@ -61,7 +63,8 @@ class RenderPanel(Container):
         self._targets: list[Target] = []
         self.last_frame: Frame | None = None
         self.worker = None
-        self.image_layer: Image | None = None
+        #: The layers showing the render: one, or one per channel.
+        self.image_layers: list[Image] = []
         self.progress_bar: progress | None = None
 
         self.layer = ComboBox(name="layer", choices=self._layer_choices, tooltip="module path, with its layout and shape")
@@ -100,6 +103,8 @@ class RenderPanel(Container):
         complete_classes(self.class_name, model)
         if model.class_names and not self.class_name.value:
             self.class_name.value = model.class_label(0)
+        if model.spec.dims == 3:  # a volume costs the cube of its side: start at the model's own input size
+            set_value(self.fields["size"], max(model.spec.size))
         self._update_unit_fields()
 
     def _layer_choices(self, *_) -> list[tuple[str, str]]:
@@ -109,7 +114,7 @@ class RenderPanel(Container):
             return []
         choices = []
         for name, shape in self.model.layer_shapes.items():
-            info = self._info(name)
+            info = self._info(display_layer(name))
             what = info.describe() if info is not None else f"{'×'.join(map(str, shape))} (not a target)"
             choices.append((f"{display_layer(name)}   {what}", display_layer(name)))
         return choices
@@ -227,15 +232,15 @@ class RenderPanel(Container):
         if frame.images is None and now - self._status_time < STATUS_INTERVAL:
             return  # a step without images: refresh the text at most a few times a second
         self._status_time = now
-        if self.progress_bar is not None:
-            self.progress_bar.update(frame.step - self.progress_bar.n)
         values = ", ".join(f"{v:.3g}" for v in frame.values[:4]) + (" ..." if len(frame.values) > 4 else "")
         state = "stopped at" if frame.stopped else ("done," if frame.done else "step")
         self.status.value = (f"{self._name}: {state} {frame.step}/{frame.steps} · objective {values} · "
                              f"{frame.steps_per_second:.1f} steps/s")
         if frame.images is not None:
-            self._show(frame.images)
+            self._show(frame)
             self.frame_shown.emit(frame)
+        if self.progress_bar is not None:  # last: napari's Qt bar processes events, which may bring the next frame
+            self.progress_bar.update(frame.step - self.progress_bar.n)
 
     def _on_returned(self, frame: Frame | None) -> None:
         if frame is not None and frame.stopped:
@@ -249,35 +254,39 @@ class RenderPanel(Container):
         self._stop = None
         self.finished.emit(self.last_frame)
 
-    def _show(self, images: np.ndarray) -> None:
-        """Put images ``[B, H, W, 3]`` in the image layer: replace its data, or create it once."""
-        data = images[0] if len(images) == 1 else images
-        layer = self.image_layer
-        if layer is None or layer not in self.viewer.layers or layer.name != self._name:
-            existing = self.viewer.layers[self._name] if self._name in self.viewer.layers else None
-            if isinstance(existing, Image) and existing.rgb:
-                layer = existing
-            else:
-                layer = self.viewer.add_image(data, rgb=True, name=self._name, contrast_limits=(0, 1))
-                self._place_beside_others(layer)
-                if data.ndim == 4 and self.viewer.dims.ndim == 3:
-                    self.viewer.dims.axis_labels = ("unit", *self.viewer.dims.axis_labels[1:])
-        if layer.data is not data:
-            layer.data = data
-        layer.metadata[TARGETS_KEY] = [target.name for target in self._targets]
-        self.image_layer = layer
+    @property
+    def image_layer(self) -> Image | None:
+        """The render's (first) layer: its only one unless it shows one layer per channel."""
+        return self.image_layers[0] if self.image_layers else None
 
-    def _place_beside_others(self, layer: Image) -> None:
+    def _show(self, frame: Frame) -> None:
+        """Put a frame's images in the render's layers: replace their data, or add them once (beside the other
+        images; a volume switches napari to its 3D view)."""
+        layers = find_image_layers(self.viewer, frame.images, frame.rgb, self._name)
+        if layers is None:
+            layers = add_image_layers(self.viewer, frame.images, frame.rgb, self._name)
+            self._place_beside_others(layers)
+            if self.model.spec.dims == 3:
+                self.viewer.dims.ndisplay = 3
+            if len(frame.images) > 1 and self.viewer.dims.ndim == layers[0].ndim:
+                self.viewer.dims.axis_labels = ("unit", *self.viewer.dims.axis_labels[1:])
+        else:
+            update_image_layers(layers, frame.images, frame.rgb, self._name)
+        for layer in layers:
+            layer.metadata[TARGETS_KEY] = [target.name for target in self._targets]
+        self.image_layers = layers
+
+    def _place_beside_others(self, layers: list[Image]) -> None:
         """Scale a new render to the height of the other images and put it to their left."""
         others = [other for other in self.viewer.layers
-                  if other is not layer and isinstance(other, Image) and not other.metadata.get(HEATMAP_KEY)]
+                  if other not in layers and isinstance(other, Image) and not other.metadata.get(HEATMAP_KEY)]
         if not others:
             return
         extents = np.array([other.extent.world[:, -2:] for other in others])
         top, left = extents[:, 0, 0].min(), extents[:, 0, 1].min()
         height = extents[:, 1, 0].max() - top
-        rows, cols = layer.data.shape[-3:-1]
+        rows, cols = image_shape(layers[0])
         scale = height / rows
-        layer.scale = (*layer.scale[:-2], scale, scale)
-        layer.translate = (*layer.translate[:-2], top, left - cols * scale - 0.05 * height)
+        for layer in layers:
+            place(layer, scale, top, left - cols * scale - 0.05 * height, self.model.spec.dims)
         self.viewer.reset_view()

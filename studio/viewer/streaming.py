@@ -1,6 +1,6 @@
 """The Qt-free core of the napari studio: the viewer's own fields, what to render (from the panel's fields),
-the generator its worker thread runs, attribution jobs, and conversions between napari layer data and
-image tensors.
+the generator its worker thread runs, attribution jobs, and conversions between image tensors
+(``[B, C, *size]``) and napari layer data (RGB pictures, grey images, one layer per channel, volumes).
 
 Nothing here imports napari or Qt, so it runs (and is tested) without a display.
 """
@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from math import prod
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from studio.attribution import METHODS as ATTRIBUTION_METHODS
 from studio.attribution import explain
 from studio.engine import RenderResult, optimize
 from studio.errors import StudioError
-from studio.io import from_uint8
-from studio.models import StudioModel
+from studio.io import is_rgb_image
+from studio.models import InputSpec, StudioModel
 from studio.settings import RenderSettings, SettingField
 from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
 
@@ -46,9 +47,11 @@ VIEWER_FIELDS = (
 )
 #: Bound of a spin box for a setting that has no limit of its own (the setting's validation still applies).
 UNBOUNDED = 10**9
-#: napari layer metadata: heat-map layers are marked, rendered layers record their target names.
+#: napari layer metadata: heat-map layers are marked, rendered layers record their target names, and each
+#: layer of a channel set holds its :class:`ChannelSet`.
 HEATMAP_KEY = "studio_heatmap"
 TARGETS_KEY = "studio_targets"
+CHANNELS_KEY = "studio_channels"
 
 _VIEWER_DEFAULTS = {spec.name: spec.default for spec in VIEWER_FIELDS}
 
@@ -129,13 +132,15 @@ def render_label(targets: Sequence[Target]) -> str:
 @dataclass
 class Frame:
     """What the worker yields each step: progress, the per-image objective and, every ``every`` steps
-    and at the end, the images as ``[B, H, W, 3]`` float32 (an owned CPU copy napari can display)."""
+    and at the end, the images as napari shows them (:func:`to_napari`: an owned CPU copy; ``rgb`` says
+    which layout)."""
 
     step: int
     steps: int
     values: np.ndarray
     images: np.ndarray | None
     seconds: float
+    rgb: bool
     done: bool = False
     stopped: bool = False
     result: RenderResult | None = None
@@ -146,8 +151,33 @@ class Frame:
 
 
 def to_napari(images: torch.Tensor) -> np.ndarray:
-    """``[B, 3, H, W]`` float in ``[0, 1]`` to a contiguous ``[B, H, W, 3]`` float32 array."""
-    return np.ascontiguousarray(images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    """``[B, C, *size]`` float in ``[0, 1]`` to a contiguous float32 array for napari: ``[B, H, W, 3]`` for RGB
+    pictures (channels last, as napari's RGB layers take them), else ``[B, C, *size]`` as it is."""
+    array = images.detach().float().clamp(0, 1)
+    if is_rgb_image(array[0]):
+        array = array.permute(0, 2, 3, 1)
+    return np.ascontiguousarray(array.cpu().numpy())
+
+
+def layer_arrays(images: np.ndarray, rgb: bool) -> list[np.ndarray]:
+    """The data of each napari layer that shows ``images`` (:func:`to_napari`): the RGB stack, or one stack per
+    channel; one image loses its batch axis, several keep the unit on the leading (slider) axis."""
+    stacks = [images] if rgb else [images[:, channel] for channel in range(images.shape[1])]
+    return [stack[0] if len(stack) == 1 else stack for stack in stacks]
+
+
+def channel_names(name: str, count: int) -> list[str]:
+    """Layer names for an image set shown in ``count`` layers: the name itself, or one per channel."""
+    return [name] if count == 1 else [f"{name} · channel {channel}" for channel in range(count)]
+
+
+@dataclass(frozen=True)
+class ChannelSet:
+    """The layers that show an image set one channel each: the set's name and its images ``[B, C, *size]``
+    (what an attribution of any of those layers explains)."""
+
+    name: str
+    images: np.ndarray
 
 
 def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettings | None = None, *, seed: int = 0,
@@ -169,15 +199,13 @@ def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettin
             if stop is not None and stop.is_set():
                 if last is None:
                     return None
-                return Frame(last.step, last.steps, last.values.numpy(), to_napari(last.images),
-                             time.perf_counter() - start, stopped=True)
+                return _frame(last, start, show=True, stopped=True)
             with guard, torch.enable_grad():
                 last = next(engine, None)
             if last is None:
                 return latest
             show = last.done or last.step % every == 0
-            latest = Frame(last.step, last.steps, last.values.numpy(), to_napari(last.images) if show else None,
-                           time.perf_counter() - start, done=last.done, result=last.result)
+            latest = _frame(last, start, show, done=last.done, result=last.result)
             yield latest
             if last.done:
                 return latest
@@ -187,31 +215,62 @@ def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettin
         engine.close()  # optimize yields outside its contexts: closing it touches no model state, needs no lock
 
 
-def images_from_layer(data, rgb: bool, contrast_limits: Sequence[float] | None = None) -> torch.Tensor:
-    """napari image data (``[..., H, W, 3|4]`` RGB(A) or ``[..., H, W]`` grey) to ``[B, 3, H, W]`` in ``[0, 1]``.
+def _frame(snapshot, start: float, show: bool, **state) -> Frame:
+    """A frame of an engine snapshot, with its images for napari when ``show``."""
+    return Frame(snapshot.step, snapshot.steps, snapshot.values.numpy(), to_napari(snapshot.images) if show else None,
+                 time.perf_counter() - start, is_rgb_image(snapshot.images[0]), **state)
 
-    uint8/uint16 scale by their range; float RGB is taken as ``[0, 1]``; float grey is scaled by the
-    layer's contrast limits. Leading dimensions (a stack) become the batch.
+
+def images_from_layer(data, rgb: bool, contrast_limits: Sequence[float] | None, spec: InputSpec) -> torch.Tensor:
+    """napari image data as the model's images ``[B, C, *size]`` in ``[0, 1]``.
+
+    An RGB(A) layer ``[..., H, W, 3|4]`` serves RGB models; a grey layer ``[..., *size]`` serves 1-channel models
+    (and RGB ones, repeated to RGB); N channels come as one layer with them on the axis before the image's
+    (``[..., C, *size]``). Other leading axes (a stack) become the batch. uint8/uint16 scale by their range,
+    float RGB is taken as ``[0, 1]`` and float grey is scaled by the layer's contrast limits.
     """
     array = np.asarray(data)
+    dims, channels = spec.dims, spec.channels
+    kind = "volumes" if dims == 3 else "images"
+    fits = f"The model takes {channels}-channel {kind}: pick a layer of shape {_layer_shape(spec)} or a render"
     if rgb:
-        if array.ndim < 3 or array.shape[-1] not in (3, 4):
-            raise StudioError(f"An RGB layer needs shape [..., H, W, 3], not {list(array.shape)}.")
-        spatial = array.shape[-3:-1]
-        stack = array.reshape(-1, *spatial, array.shape[-1])
+        if not spec.rgb or array.ndim < 3 or array.shape[-1] not in (3, 4):
+            raise StudioError(f"{fits}, not an RGB layer of shape {list(array.shape)}.")
+        colour = array[..., :3]
+        stack = np.moveaxis(colour.reshape(-1, *colour.shape[-3:]), -1, 1)
     else:
-        if array.ndim < 2:
-            raise StudioError(f"An image layer needs at least 2 dimensions, not shape {list(array.shape)}.")
-        spatial = array.shape[-2:]
-        stack = array.reshape(-1, *spatial)
+        split = channels > 1 and not spec.rgb  # the layer holds the channels on an axis of its own
+        if array.ndim < dims + split or (split and array.shape[-dims - 1] != channels):
+            raise StudioError(f"{fits}, not one of shape {list(array.shape)}.")
+        stack = array.reshape(-1, channels if split else 1, *array.shape[array.ndim - dims:])
         if np.issubdtype(stack.dtype, np.floating) and contrast_limits is not None:
             low, high = float(contrast_limits[0]), float(contrast_limits[1])
-            stack = np.clip((stack - low) / max(high - low, 1e-12), 0, 1).astype(np.float32)
+            stack = (stack - low) / max(high - low, 1e-12)
     if np.issubdtype(stack.dtype, np.floating):
-        stack = np.clip(stack, 0, 1).astype(np.float32)
-    elif stack.dtype not in (np.uint8, np.uint16):
-        stack = np.clip(stack, 0, 255).astype(np.uint8)
-    return torch.stack([from_uint8(image) for image in stack])
+        scale = 1.0
+    else:
+        scale = 65535.0 if stack.dtype == np.uint16 else 255.0  # other integers are taken as 8-bit values
+    images = torch.from_numpy(np.clip(stack.astype(np.float32) / scale, 0, 1))
+    return images.expand(-1, channels, *images.shape[2:]).contiguous() if images.shape[1] != channels else images
+
+
+def _layer_shape(spec: InputSpec) -> str:
+    """The napari layer shape a model's images come in, for messages: ``[..., H, W]``, ``[..., 5, D, H, W]``."""
+    axes = ["D", "H", "W"][-spec.dims:]
+    if spec.channels > 1 and not spec.rgb:
+        axes = [str(spec.channels), *axes]
+    return f"[..., {', '.join(axes)}]"
+
+
+def overlay(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Heat maps ``[B, *size]`` shaped like the layer they explain (``shape``, without an RGB axis), so that
+    the overlay shares its axes: the batch spread over the layer's leading axes, the map repeated along a
+    channel axis when the layer has one."""
+    size = maps.shape[1:]
+    lead = tuple(shape[:len(shape) - len(size)])
+    if prod(lead) == len(maps):
+        return maps.reshape(*lead, *size)
+    return np.broadcast_to(maps.reshape(*lead[:-1], 1, *size), (*lead, *size))
 
 
 @dataclass

@@ -11,6 +11,7 @@ import threading
 from functools import partial
 
 import torch
+import torch._dynamo  # noqa: F401  before napari's OpenGL: see the note below
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 from napari.layers import Image
 from napari.qt.threading import create_worker
@@ -23,6 +24,11 @@ from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model
 from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.render_panel import RenderPanel
 from studio.viewer.streaming import WorkerError, error_message
+
+# Note: torch's optimisers import torch._dynamo, and with it Triton, on first use. Triton loaded after Mesa's
+# software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
+# which ``studio view`` and scripts import before napari opens a window. (Opened from napari's plugin menu,
+# the window exists first; there only loading Triton before napari helps, e.g. a timm model loaded first.)
 
 
 def _load_model(spec: str, device: str) -> StudioModel:
@@ -143,8 +149,8 @@ class StudioWidget(Container):
         self._model_key = key
         self.render_panel.set_model(model)
         self.attribution_panel.set_model(model)
-        size = "×".join(map(str, model.spec.size))
-        self.model_info.value = f"{model.name} · input {size} · {len(model.layer_shapes)} layers · {device}"
+        layers = len(model.layer_shapes)
+        self.model_info.value = f"{model.name} · input {model.spec.describe()} · {layers} layers · {device}"
         self.model_loaded.emit(model)
 
     def _model_ready(self) -> bool:

@@ -1,0 +1,61 @@
+"""Images as napari layers: a model's images (:func:`studio.viewer.streaming.to_napari` data) shown as one
+RGB layer, one grey layer, or one layer per channel on napari's channel axis (additive), volumes as 3D
+layers; found again by name and updated in place; placed on the canvas by their spatial axes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from napari.layers import Image
+
+from studio.viewer.streaming import CHANNELS_KEY, ChannelSet, channel_names, layer_arrays
+
+
+def add_image_layers(viewer, images: np.ndarray, rgb: bool, name: str) -> list[Image]:
+    """Add layers that show ``images`` in ``[0, 1]``: an RGB layer, a grey one, or one per channel (napari's
+    channel axis, additive blending, its channel colours)."""
+    arrays = layer_arrays(images, rgb)
+    names = channel_names(name, len(arrays))
+    if len(arrays) > 1:
+        layers = viewer.add_image(np.stack(arrays), channel_axis=0, name=names, blending="additive",
+                                  contrast_limits=(0, 1))
+    else:
+        layers = [viewer.add_image(arrays[0], rgb=rgb, name=name, contrast_limits=(0, 1),
+                                   **({} if rgb else {"colormap": "gray"}))]
+    update_image_layers(layers, images, rgb, name)
+    return layers
+
+
+def find_image_layers(viewer, images: np.ndarray, rgb: bool, name: str) -> list[Image] | None:
+    """The layers named for ``images`` (see :func:`add_image_layers`) when they can show them, else None."""
+    arrays = layer_arrays(images, rgb)
+    layers = [viewer.layers[layer] if layer in viewer.layers else None for layer in channel_names(name, len(arrays))]
+    fits = all(isinstance(layer, Image) and layer.rgb == rgb and layer.data.ndim == array.ndim
+               for layer, array in zip(layers, arrays))
+    return layers if fits else None
+
+
+def update_image_layers(layers: Sequence[Image], images: np.ndarray, rgb: bool, name: str) -> None:
+    """Show new ``images`` in the layers that show their set, replacing each layer's data in place; a
+    channel set's layers also hold the whole set (:class:`ChannelSet`), for attribution."""
+    arrays = layer_arrays(images, rgb)
+    channels = ChannelSet(name, images) if len(arrays) > 1 else None
+    for layer, array in zip(layers, arrays):
+        layer.data = array
+        if channels is not None:
+            layer.metadata[CHANNELS_KEY] = channels
+
+
+def image_shape(layer: Image) -> tuple[int, int]:
+    """A layer's height and width in data pixels (the last two spatial axes)."""
+    shape = layer.data.shape
+    return tuple(shape[-3:-1]) if layer.rgb else tuple(shape[-2:])
+
+
+def place(layer: Image, scale: float, top: float, left: float, dims: int) -> None:
+    """Scale a layer's ``dims`` spatial axes by ``scale`` (a volume's depth too, so voxels stay cubes) and put
+    its top-left corner at ``(top, left)``; leading axes (the unit slider) keep their place."""
+    lead = layer.ndim - dims
+    layer.scale = (*layer.scale[:lead], *[scale] * dims)
+    layer.translate = (*layer.translate[:lead], *[0.0] * (dims - 2), top, left)
