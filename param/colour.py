@@ -1,8 +1,8 @@
 """Colour: optimise in a decorrelated channel basis, squash to ``[0, 1]`` with a sigmoid.
 
 For RGB the basis is the square root of ImageNet's colour covariance (Lucid's ``color_correlation_svd_sqrt``);
-for other channel counts it is the identity, or the square root of the channel covariance of your own images
-(:func:`decorrelation_from`, made the way Lucid's RGB matrix was). Columns are normalised so the largest has
+for other channel counts (and for volumes) it is the identity, or a square root of the channel covariance of
+your own images (:func:`decorrelation_from`). Columns are normalised so the largest has
 unit length, as in Lucid.
 """
 
@@ -23,14 +23,17 @@ _EPS = 1e-4
 
 
 def decorrelation_from(images: torch.Tensor) -> torch.Tensor:
-    """The square root of the channel covariance of ``images`` (``[N, C, *spatial]`` in ``[0, 1]``), ``[C, C]``:
-    a decorrelating basis for channels whose statistics are not ImageNet's (microscopy, multiplexed stains)."""
+    """A square root of the channel covariance of ``images`` (``[N, C, *spatial]`` in ``[0, 1]``), ``[C, C]``:
+    a basis for channels whose statistics are not ImageNet's (microscopy, multiplexed stains). Lucid's RGB
+    matrix is the SVD root ``U sqrt(S)``; this is the symmetric root ``V sqrt(L) V^T``, which squares to the
+    same covariance. Eigenvalues are kept above ``1e-6`` of the largest, so the basis stays invertible."""
     if images.dim() < 3:
         raise StudioError(f"Estimating a channel basis needs images [N, C, *spatial], not shape {list(images.shape)}.")
     samples = images.float().transpose(0, 1).reshape(images.shape[1], -1)
-    covariance = torch.cov(samples)
+    covariance = torch.atleast_2d(torch.cov(samples))
     values, vectors = torch.linalg.eigh(covariance)
-    return vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T
+    values = values.clamp_min(1e-6 * max(float(values.max()), 1e-12))
+    return vectors @ torch.diag(values.sqrt()) @ vectors.T
 
 
 class ColourSpace(nn.Module):

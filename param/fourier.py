@@ -2,7 +2,8 @@
 ``fft_image``), over two or three spatial frequencies.
 
 Scaling each frequency by ``1 / max(f, 1/max(size)) ** decay_power`` makes equal steps in the latent
-change all spatial frequencies by equal energy, which whitens the gradient and avoids high-frequency noise.
+change all spatial frequencies by equal energy, which whitens the gradient and avoids high-frequency noise (in 3D the energy is equal per radial
+shell of frequencies rather than per frequency).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ def rfft_frequencies(*size: int) -> torch.Tensor:
     (``H, W`` or ``D, H, W``): ``[*size[:-1], size[-1]//2+1]``."""
     axes = [torch.fft.fftfreq(n) for n in size[:-1]] + [torch.fft.rfftfreq(size[-1])]
     return torch.sqrt(sum(axis * axis for axis in torch.meshgrid(*axes, indexing="ij")))
+
+
+def spatial_axes(dims: int) -> tuple[int, ...]:
+    """The last ``dims`` axes of a ``[B, C, *spatial]`` tensor, where the spectrum lives."""
+    return tuple(range(-dims, 0))
 
 
 def power_law_scale(*size: int, decay_power: float = 1.0) -> torch.Tensor:
@@ -40,7 +46,7 @@ class FourierLatent(nn.Module):
 
     @property
     def axes(self) -> tuple[int, ...]:
-        return tuple(range(-len(self.size), 0))
+        return spatial_axes(len(self.size))
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum.float()) * self.scale

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
+from studio.models import resample
 
 from studio.param.colour import ColourSpace
 from studio.param.cppn import CppnLatent
@@ -84,11 +85,10 @@ def image(size: int | tuple[int, ...], batch: int = 1, kind: str = "fourier", de
         raise StudioError(f"Unknown parameterisation {kind!r}: choose one of {', '.join(PARAM_KINDS)}.")
     if kind == "cppn" and len(shape) != 2:
         raise StudioError("The cppn parameterisation draws 2D images only; use fourier or pixel for volumes.")
+    if basis is None and channels == 3 and len(shape) == 3:
+        basis = torch.eye(3)  # three channels of a volume are not ImageNet colours
     param = ImageParam(_seeded(makers[kind], seeds_for(seed, batch), batch), ColourSpace(decorrelate, channels, basis))
     if init is not None:
-        init = init[None] if init.dim() == len(shape) + 1 else init
-        mode = "bilinear" if len(shape) == 2 else "trilinear"
-        init = torch.nn.functional.interpolate(init.float(), size=shape, mode=mode, align_corners=False,
-                                               antialias=len(shape) == 2)
+        init = resample((init[None] if init.dim() == len(shape) + 1 else init).float(), shape, antialias=True)
         param.set_images(init.expand(batch, *init.shape[1:]))
     return param.to(device) if device is not None else param

@@ -14,7 +14,8 @@ from torch import nn
 
 from studio.errors import StudioError
 
-from studio.param.fourier import power_law_scale
+from studio.models import resample
+from studio.param.fourier import power_law_scale, spatial_axes
 
 
 def power_law_magnitude(*size: int, decay_power: float = 1.0, channels: int = 3) -> torch.Tensor:
@@ -27,10 +28,8 @@ def power_law_magnitude(*size: int, decay_power: float = 1.0, channels: int = 3)
 def natural_magnitude(photos: torch.Tensor, *size: int) -> torch.Tensor:
     """The mean Fourier magnitude ``[C, *size[:-1], size[-1]//2+1]`` of ``photos`` (``[N, C, *spatial]``)
     resized to ``size`` (``H, W`` or ``D, H, W``)."""
-    mode = "bilinear" if len(size) == 2 else "trilinear"
-    resized = nn.functional.interpolate(photos.float(), size=size, mode=mode, antialias=len(size) == 2,
-                                        align_corners=False)
-    axes = tuple(range(-len(size), 0))
+    resized = resample(photos.float(), size, antialias=True)
+    axes = spatial_axes(len(size))
     return torch.fft.rfftn(resized - resized.mean(axes, keepdim=True), dim=axes, norm="ortho").abs().mean(0)
 
 
@@ -56,7 +55,7 @@ class MacoLatent(nn.Module):
 
     @property
     def axes(self) -> tuple[int, ...]:
-        return tuple(range(-len(self.size), 0))
+        return spatial_axes(len(self.size))
 
     def spectrum(self) -> torch.Tensor:
         return torch.polar(self.magnitude.expand_as(self.phase), self.phase.float())

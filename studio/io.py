@@ -60,8 +60,9 @@ def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tenso
         raise StudioError(f"Image {str(path)!r} does not exist.") from None
     except Exception as error:  # imageio raises many types for undecodable files
         raise StudioError(f"Cannot read {str(path)!r} ({type(error).__name__}); give a TIFF stack or an image file.") from None
-    scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype == np.uint16 else 1.0)
-    data = torch.from_numpy(array.astype(np.float32) / scale)
+    if dims == 3 and Path(path).suffix.lower() not in (".tif", ".tiff"):
+        raise StudioError(f"{str(path)!r} is no TIFF stack; volumes are read from multi-page TIFF files.")
+    data = _as_unit_floats(array)
     if data.dim() == dims and channels == 1:
         data = data[None]
     elif data.dim() == dims + 1 and data.shape[0] != channels and data.shape[-1] == channels:
@@ -72,24 +73,38 @@ def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tenso
     return data.contiguous()
 
 
+def _as_unit_floats(array: np.ndarray) -> torch.Tensor:
+    """Pixel values as float32 in ``[0, 1]``: uint8 and uint16 scaled by their range, floats as they are."""
+    scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype == np.uint16 else 1.0)
+    return torch.from_numpy(array.astype(np.float32) / scale)
+
+
 def from_uint8(array: np.ndarray) -> torch.Tensor:
-    """``H x W x 3`` uint8 (or grey / RGBA) to ``[3, H, W]`` float in ``[0, 1]``."""
+    """``H x W x 3`` uint8 (or grey, grey+alpha or RGBA) to ``[3, H, W]`` float in ``[0, 1]``; a stack or a
+    volume is refused in one sentence (an RGB model takes photos)."""
     array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] in (1, 2):  # grey, grey + alpha
+        array = array[..., 0]
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
-    array = array[..., :3]
-    scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype == np.uint16 else 1.0)
-    return torch.from_numpy(array.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise StudioError(f"An array of shape {list(array.shape)} is no photo; an RGB model takes H x W x 3 "
+                          "images (for stacks and volumes, load the model with its --input).")
+    return _as_unit_floats(array[..., :3]).permute(2, 0, 1).contiguous()
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Read a photo as ``[3, H, W]`` float in ``[0, 1]``; an unreadable file is a one-sentence error."""
     try:
-        return from_uint8(iio.imread(path))
+        array = iio.imread(path)
     except FileNotFoundError:
         raise StudioError(f"Image {str(path)!r} does not exist.") from None
     except Exception as error:  # imageio raises many types for undecodable files
         raise StudioError(f"Cannot read image {str(path)!r} ({type(error).__name__}); give a PNG, JPEG or TIFF file.") from None
+    try:
+        return from_uint8(array)
+    except StudioError as error:
+        raise StudioError(f"{str(path)!r}: {str(error)[0].lower()}{str(error)[1:]}") from None
 
 
 def read_input(path: str | os.PathLike, channels: int = 3, dims: int = 2) -> torch.Tensor:

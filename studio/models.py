@@ -32,7 +32,8 @@ DEFAULT_MODEL = "efficientnet_lite0"
 class InputSpec:
     """What a model expects: the input ``size`` (``(H, W)``, or ``(D, H, W)`` for volumes), the number of
     ``channels`` (1, 3 or N) and the per-channel ``mean``/``std`` applied to images in ``[0, 1]``. The mean and
-    std default to ImageNet's for 3 channels and to ``0``/``1`` otherwise; one value serves every channel."""
+    std default to ImageNet's for RGB pictures (3 channels, 2D) and to ``0``/``1`` otherwise; one value serves
+    every channel. Giving an input replaces the whole spec, normalisation included."""
 
     size: tuple[int, ...] = (224, 224)
     mean: tuple[float, ...] | None = None
@@ -45,7 +46,7 @@ class InputSpec:
             raise StudioError(f"Input size must be (H, W) or (D, H, W) of positive sizes, not {self.size!r}.")
         if not isinstance(self.channels, int) or self.channels < 1:
             raise StudioError(f"An input needs at least 1 channel, not {self.channels!r}.")
-        rgb = self.channels == 3
+        rgb = self.channels == 3 and len(size) == 2
         for name, given, default in (("mean", self.mean, IMAGENET_MEAN if rgb else (0.0,)),
                                      ("std", self.std, IMAGENET_STD if rgb else (1.0,))):
             values = tuple(float(v) for v in (default if given is None else given))
@@ -172,13 +173,19 @@ def _synonyms(description: str) -> list[str]:
     return [name.strip() for name in description.split(",")]
 
 
-def resize_to_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Resize ``[B, C, *size]`` images or volumes (bi- or trilinearly) to the model's input size (no-op when it
-    already matches)."""
-    if tuple(images.shape[2:]) == tuple(spec.size):
+def resample(images: torch.Tensor, size: tuple[int, ...], antialias: bool = False) -> torch.Tensor:
+    """Bilinear (2D) or trilinear (3D) resize of ``[B, C, *spatial]`` to ``size``; a no-op when it matches.
+    ``antialias`` applies to 2D (torch has no antialiased trilinear)."""
+    if tuple(images.shape[2:]) == tuple(size):
         return images
-    mode = "bilinear" if spec.dims == 2 else "trilinear"
-    return nn.functional.interpolate(images, size=spec.size, mode=mode, align_corners=False)
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    return nn.functional.interpolate(images, size=tuple(size), mode=mode, align_corners=False,
+                                     antialias=antialias and len(size) == 2)
+
+
+def resize_to_input(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Resize ``[B, C, *size]`` images or volumes to the model's input size (no-op when it already matches)."""
+    return resample(images, spec.size)
 
 
 def imagenet_class_names() -> list[str]:
@@ -227,7 +234,7 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
     if isinstance(spec, StudioModel):
         model = spec
     elif isinstance(spec, nn.Module):
-        model = StudioModel(spec, InputSpec(), type(spec).__name__)
+        model = StudioModel(spec, _UNKNOWN_INPUT, type(spec).__name__)
     else:
         kind = model_kind(spec)
         if kind is None:
@@ -244,7 +251,7 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
             model = loader(spec if kind == "embedded" else spec.split(":", 1)[1], pretrained)
     if input is not None:
         model = StudioModel(model.module, input, model.name, model.class_names)
-    elif not isinstance(spec, StudioModel) and (isinstance(spec, nn.Module) or model_kind(spec) in ("factory", "saved")):
+    elif model.spec is _UNKNOWN_INPUT:  # a bare module of the user's: its first convolution tells
         model = StudioModel(model.module, _inferred_input(model), model.name, model.class_names)
     model.module.eval()
     try:
@@ -253,11 +260,15 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
         raise StudioError(f"Device {device!r} is not available here; use cpu, or cuda[:N] on a machine with CUDA.") from None
 
 
+#: The spec a bare module starts with (RGB 224 px) until its first convolution is read; compared by identity.
+_UNKNOWN_INPUT = InputSpec()
+
+
 def _inferred_input(model: StudioModel) -> InputSpec:
     """A user module's input spec from its first convolution, told in one line when it is not plain RGB."""
     inferred = infer_input(model.module)
-    if inferred is None or inferred == model.spec:
-        return model.spec
+    if inferred is None or inferred == InputSpec():
+        return InputSpec()
     warnings.warn(f"{model.name}: input {inferred.describe()} inferred from its first convolution (mean 0, std 1 "
                   "unless RGB); give input=studio.InputSpec(...) or --input to change it.", InputNote, stacklevel=3)
     return inferred
@@ -325,7 +336,7 @@ def _load_factory(spec: str) -> StudioModel:
         return built
     if not isinstance(built, nn.Module):
         raise StudioError(f"{spec!r} returned {type(built).__name__}, not an nn.Module.")
-    return StudioModel(built, InputSpec(), spec)
+    return StudioModel(built, _UNKNOWN_INPUT, spec)
 
 
 def _load_saved(path: str) -> StudioModel:
@@ -337,4 +348,4 @@ def _load_saved(path: str) -> StudioModel:
         module = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(module, nn.Module):
         raise StudioError(f"{path!r} holds a {type(module).__name__}, not a saved nn.Module or TorchScript model.")
-    return StudioModel(module, InputSpec(), Path(path).name)
+    return StudioModel(module, _UNKNOWN_INPUT, Path(path).name)

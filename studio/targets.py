@@ -20,7 +20,9 @@ else; a token layer's prefix tokens are read as ``@cls`` (``@tokenN``) targets.
 from __future__ import annotations
 
 import difflib
+import math
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -224,8 +226,18 @@ PREFIX = "@prefix"
 def layer_info(model: StudioModel, path: str) -> LayerInfo:
     """Channels, spatial shape and layout of a resolved layer, read from its recorded output: ``[B, C]``
     vectors, ``[B, C, *spatial]`` maps and volumes, ``[B, N, C]`` tokens (a patch grid after prefix tokens) and
-    ``[B, H, W, C]`` channel-last maps (told apart from ``[B, C, H, W]`` by which pair of sizes has the
-    input's aspect ratio)."""
+    ``[B, H, W, C]`` channel-last maps. Worked out once per model and input, then kept."""
+    known = _LAYER_INFO.setdefault(model.module, {})
+    if (path, model.spec) not in known:
+        known[(path, model.spec)] = _read_layer_info(model, path)
+    return known[(path, model.spec)]
+
+
+#: Layer layouts per module, by (layer, input spec) (weakly held: they go with the model).
+_LAYER_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _read_layer_info(model: StudioModel, path: str) -> LayerInfo:
     shape = model.output_shapes[path]
     batch, raw = shape[0], shape[1:]
     if batch != 1:
@@ -237,9 +249,24 @@ def layer_info(model: StudioModel, path: str) -> LayerInfo:
         return LayerInfo(path, raw[0], ())
     if len(raw) == 2:
         return _token_info(model, path, *raw)
-    if len(raw) == 3 and not _has_input_aspect(model, raw[1:]) and _has_input_aspect(model, raw[:2]):
+    if len(raw) == 3 and model.spec.dims == 2 and _channel_last(model, path, raw):
         return LayerInfo(path, raw[2], tuple(raw[:2]), "channel-last")
     return LayerInfo(path, raw[0], tuple(raw[1:]))
+
+
+def _channel_last(model: StudioModel, path: str, raw: tuple[int, ...]) -> bool:
+    """Whether ``[a, b, c]`` is ``H, W, C`` rather than ``C, H, W``: the pair of sides with the input's aspect
+    says so; when both pairs have it (``96 x 96 x 96``), the module does: a LayerNorm or Linear over its last
+    axis writes channel-last, anything else is read channels-first."""
+    first, last = _has_input_aspect(model, raw[:2]), _has_input_aspect(model, raw[1:])
+    if first != last:
+        return first
+    if not first:
+        return False
+    module = dict(model.module.named_modules()).get(path)
+    if isinstance(module, torch.nn.LayerNorm):
+        return tuple(module.normalized_shape) == (raw[-1],)
+    return isinstance(module, torch.nn.Linear) and module.out_features == raw[-1]
 
 
 def _has_input_aspect(model: StudioModel, sides: Sequence[int]) -> bool:
@@ -247,18 +274,27 @@ def _has_input_aspect(model: StudioModel, sides: Sequence[int]) -> bool:
     return sides[0] * width == sides[1] * height
 
 
+def _token_grid(count: int, size: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The grid of ``count`` tokens with the input's proportions (2D or 3D), or None when there is none."""
+    if count < 1:
+        return None
+    stride = (math.prod(size) / count) ** (1 / len(size))
+    grid = tuple(max(1, round(side / stride)) for side in size)
+    proportional = all(g * size[0] == grid[0] * s for g, s in zip(grid, size))
+    return grid if math.prod(grid) == count and proportional else None
+
+
 def _token_info(model: StudioModel, path: str, count: int, channels: int) -> LayerInfo:
     """A token layer's prefix and patch grid: the model's own prefix count (timm's ``num_prefix_tokens``, a
-    torchvision class token) when the rest fills a grid of the input's aspect, else the smallest that does."""
-    height, width = model.spec.size[-2:]
+    torchvision class token) when the rest fills a grid of the input's proportions, else the smallest that
+    does."""
     known = getattr(model.module, "num_prefix_tokens", 1 if hasattr(model.module, "class_token") else None)
     for prefix in dict.fromkeys([*([known] if known is not None else []), *range(9)]):
-        rows = round(((count - prefix) * height / width) ** 0.5) if count > prefix else 0
-        if rows and (count - prefix) % rows == 0 and _has_input_aspect(model, (rows, (count - prefix) // rows)):
-            return LayerInfo(path, channels, (rows, (count - prefix) // rows), "tokens", prefix,
-                             inferred=known is None and prefix > 0)
+        grid = _token_grid(count - prefix, model.spec.size)
+        if grid is not None:
+            return LayerInfo(path, channels, grid, "tokens", prefix, inferred=known is None and prefix > 0)
     raise StudioError(f"Layer {display_layer(path)!r} outputs {count} tokens of {channels} channels, which no "
-                      f"prefix of up to 8 tokens leaves as a grid of the input's {height}x{width} shape.")
+                      f"prefix of up to 8 tokens leaves as a grid of the input's {'x'.join(map(str, model.spec.size))} shape.")
 
 
 def _enclosing_block(model: StudioModel, path: str) -> str:

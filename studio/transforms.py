@@ -140,7 +140,7 @@ def _random_affine_volume(volumes: torch.Tensor, out_size: tuple[int, int, int],
         volumes = F.pad(volumes, (settings.pad,) * 6, value=settings.pad_value)
     sizes_xyz = torch.tensor(volumes.shape[2:][::-1], dtype=torch.float32, device=device)  # (W, H, D)
     if draws is None:
-        draws = torch.rand(b, 7, device=device)
+        draws = torch.rand(b, draw_count(3), device=device)
     crop = float(sum(d - 1 for d in settings.jitter))
     shift = (draws[:, :3] - 0.5) * crop
     if settings.jitter:

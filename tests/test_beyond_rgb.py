@@ -228,3 +228,41 @@ def test_monai_volume_networks_load_render_and_attribute(name):
     assert result.history[-1, 0] > result.history[0, 0]
     heat = studio.attribute(model, torch.rand(1, 32, 32, 32), 1, "gradcam")
     assert heat.shape == (1, 32, 32, 32) and heat.abs().sum() > 0 and hook_count(model.module) == 0
+
+
+def test_files_of_the_wrong_kind_are_refused_in_one_sentence(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    from studio.io import read_input
+
+    iio.imwrite(tmp_path / "vol.tif", np.zeros((16, 20, 24), np.uint8))
+    iio.imwrite(tmp_path / "rgb.png", np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(studio.StudioError, match="vol.tif.*is no photo; an RGB model takes H x W x 3"):
+        read_input(tmp_path / "vol.tif")  # an RGB model: a stack is not silently cropped to 3 'channels'
+    with pytest.raises(studio.StudioError, match="rgb.png.*is no TIFF stack"):
+        read_input(tmp_path / "rgb.png", 1, 3)
+    assert read_input(tmp_path / "vol.tif", 1, 3).shape == (1, 16, 20, 24)
+
+
+def test_a_factorys_own_input_spec_is_kept_and_volume_rgb_is_not_imagenet(tmp_path):
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\nimport studio\n\ndef model():\n    return studio.StudioModel(torch.nn.Sequential("
+                       "torch.nn.Conv2d(1, 2, 3)), studio.InputSpec((32, 32), mean=(0.5,), std=(0.2,), channels=1), 'mine')\n")
+    loaded = studio.load_model(f"{factory}:model", device="cpu")
+    assert loaded.spec == studio.InputSpec((32, 32), mean=(0.5,), std=(0.2,), channels=1)
+    volume_rgb = studio.InputSpec((8, 8, 8), channels=3)
+    assert volume_rgb.mean == (0.0,) * 3 and not volume_rgb.rgb
+    assert torch.equal(image(8, channels=3, dims=3).colour.matrix, torch.eye(3))
+    one = decorrelation_from(torch.rand(4, 1, 5, 5))
+    assert one.shape == (1, 1) and one.item() > 0
+    twins = torch.rand(4, 1, 5, 5).expand(4, 2, 5, 5)
+    assert torch.linalg.matrix_rank(decorrelation_from(twins)) == 2  # kept invertible
+
+
+def test_token_grids_of_volume_transformers_are_three_dimensional():
+    from studio.targets import layer_info
+
+    model = studio.StudioModel(nn.Identity(), studio.InputSpec((16, 32, 32), channels=1), "volume-vit")
+    model.__dict__["output_shapes"] = {"blocks.0": (1, 1 + 2 * 4 * 4, 48), "": (1, 2)}
+    assert layer_info(model, "blocks.0").describe() == "tokens: 1 prefix + 2x4x4 grid (prefix inferred from the token count), 48 channels"

@@ -137,9 +137,9 @@ def test_unit_values_read_channels_neurons_classes_and_volumes():
     torch.testing.assert_close(mixed, torch.stack([volumes[0, 1].mean(), torch.tensor(0.0), volumes[2, 0, 1, 2, 3]]))
 
 
-def test_volume_positions_are_validated_per_axis(lite0):
+def test_volume_positions_are_validated_per_axis():
     """A 3D layer takes @z,y,x; the wrong number of coordinates or one out of range is one sentence."""
-    model = studio.StudioModel(lite0.module, lite0.spec, "volumes")
+    model = studio.StudioModel(nn.Identity(), studio.InputSpec((4, 6, 6), channels=1), "volumes")
     model.__dict__["output_shapes"] = {"conv3d": (1, 8, 4, 6, 6), "": (1, 2)}  # as a Conv3d network records
     assert parse_target("conv3d:5@3,0,5", model).position == (3, 0, 5)
     with pytest.raises(studio.StudioError, match=r"4x6x6 map: give 3 coordinates \(@z,y,x\), not 2"):

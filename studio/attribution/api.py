@@ -27,7 +27,7 @@ from studio.attribution.gradients import gradient_x_input, integrated_gradients,
 from studio.attribution.machinery import as_batch, attribution_mode, logits
 from studio.errors import StudioError
 from studio.hooks import OUTPUT
-from studio.models import InputSpec, StudioModel, resize_to_input
+from studio.models import InputSpec, StudioModel, resample, resize_to_input
 from studio.targets import Target, class_target, parse_target
 
 #: Every method by name; each is ``fn(model, inputs, targets, *, options...) -> Attribution fields``.
@@ -178,7 +178,4 @@ def _check_options(method: str, options: dict) -> None:
 
 def _resize_map(heat: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Bi- or trilinear resize of one ``[h, w]`` (``[d, h, w]``) map to ``size`` (no-op when it matches)."""
-    if tuple(heat.shape) == tuple(size):
-        return heat
-    mode = "bilinear" if len(size) == 2 else "trilinear"
-    return F.interpolate(heat[None, None], size=size, mode=mode, align_corners=False)[0, 0]
+    return resample(heat[None, None], size)[0, 0]

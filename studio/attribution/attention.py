@@ -116,6 +116,10 @@ def attention_rollout(model: StudioModel, inputs: torch.Tensor, targets: Sequenc
 
     def step(a: int, b: int) -> None:
         weights = attention_weights(model, inputs[a:b], layers)
+        tokens = {weights[name].shape[-1] for name in layers}
+        if len(tokens) > 1:
+            raise StudioError(f"{model.name}'s attention blocks see different token counts ({sorted(tokens)}: it pools "
+                              "between stages); roll out needs one token sequence, use method='attention' per block.")
         maps[a:b] = rollout([weights[name] for name in layers])[:, 0, info.prefix:].reshape(b - a, *info.spatial)
     chunked(len(inputs), batch_size, step)
     return {"maps": maps, "scores": scores(model, inputs, targets, batch_size), "layer": layers}

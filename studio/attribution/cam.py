@@ -23,12 +23,13 @@ def default_cam_layer(model: StudioModel) -> str:
     that the model's top score depends on: for a CNN its last convolutional block; for a ViT, whose head
     reads only the class token, the input of the last attention (its later patch tokens get no gradient).
     Found once per model by one probe backward on a fixed random image."""
-    if model.module not in _DEFAULT_LAYERS:
-        _DEFAULT_LAYERS[model.module] = _probe_cam_layer(model)
-    return _DEFAULT_LAYERS[model.module]
+    by_input = _DEFAULT_LAYERS.setdefault(model.module, {})
+    if model.spec not in by_input:
+        by_input[model.spec] = _probe_cam_layer(model)
+    return by_input[model.spec]
 
 
-#: Default Grad-CAM layer per module (weakly held: it goes with the model).
+#: Default Grad-CAM layer per module and input spec (weakly held: it goes with the model).
 _DEFAULT_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
