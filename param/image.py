@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -37,10 +38,14 @@ class ImageParam(nn.Module):
 
 
 def seeds_for(seed: int | Sequence[int] | None, batch: int) -> list[int] | None:
-    """Per-image seeds: a list is used as given, an int ``s`` gives ``s, s+1, ..., s+batch-1``."""
-    if seed is None or isinstance(seed, int):
-        return None if seed is None else [seed + i for i in range(batch)]
-    seeds = [int(s) for s in seed]
+    """Per-image seeds: a list is used as given, an int ``s`` gives ``s, s+1, ..., s+batch-1``; each must be a
+    whole number in ``[0, 2**63)`` (they are hashed as 64-bit integers on the device)."""
+    if seed is None:
+        return None
+    seeds = [seed + i for i in range(batch)] if isinstance(seed, numbers.Integral) else list(seed)
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
+        raise StudioError(f"Seeds must be whole numbers from 0 to 2**63 - 1, not {seed!r}.")
+    seeds = [int(s) for s in seeds]
     if len(seeds) != batch:
         raise StudioError(f"Got {len(seeds)} seeds for a batch of {batch} images; give one seed per image.")
     return seeds

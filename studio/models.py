@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
 import importlib
 import importlib.util
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -201,6 +204,19 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def runs_code(spec: str) -> bool:
+    """Whether loading a model spec runs code from a file: a ``file.py:factory``, or a pickled module (a
+    TorchScript archive, a state dict of a named architecture and the model zoos do not)."""
+    kind = model_kind(spec)
+    if kind != "saved":
+        return kind == "factory"
+    try:
+        with zipfile.ZipFile(spec) as archive:  # TorchScript keeps its program as code/ inside the archive
+            return not any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return True
+
+
 #: Help text naming every kind of model spec.
 MODEL_HELP = "efficientnet_lite0 (default), torchvision:NAME, timm:NAME, file.py:factory or model.pt"
 
@@ -294,12 +310,12 @@ def _load_embedded(name: str, pretrained: bool) -> StudioModel:
 def _load_torchvision(name: str, pretrained: bool) -> StudioModel:
     import torchvision
 
-    try:
-        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
-        module = torchvision.models.get_model(name, weights=weights)
-    except ValueError:
+    if name not in torchvision.models.list_models():
         close = difflib.get_close_matches(name, torchvision.models.list_models(), n=3)
-        raise StudioError(f"Unknown torchvision model {name!r}; close names: {', '.join(close) or 'none'}.") from None
+        raise StudioError(f"Unknown torchvision model {name!r}; close names: {', '.join(close) or 'none'}.")
+    weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    with _downloads(f"torchvision:{name}"):
+        module = torchvision.models.get_model(name, weights=weights)
     categories = weights.meta.get("categories") if weights is not None else None
     if categories is None and getattr(module, "fc", getattr(module, "classifier", None)) is not None:
         categories = imagenet_class_names()
@@ -314,11 +330,26 @@ def _load_timm(name: str, pretrained: bool) -> StudioModel:
     if not timm.list_models(name, pretrained=False) and not timm.list_models(name, pretrained=True):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise StudioError(f"Unknown timm model {name!r}; close names: {', '.join(close) or 'none'}.")
-    module = timm.create_model(name, pretrained=pretrained)
+    with _downloads(f"timm:{name}"):
+        module = timm.create_model(name, pretrained=pretrained)
     config = resolve_data_config({}, model=module)
     spec = InputSpec(tuple(config["input_size"][1:]), tuple(config["mean"]), tuple(config["std"]))
     classes = imagenet_class_names() if getattr(module, "num_classes", 0) == 1000 else None
     return StudioModel(module, spec, f"timm:{name}", classes)
+
+
+@contextmanager
+def _downloads(name: str) -> Iterator[None]:
+    """Pretrained weights that cannot be fetched (no network, nothing cached) are one sentence, not urllib's
+    or the hub's traceback."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:  # URLError and HTTP errors are OSErrors; the hubs wrap some
+        if isinstance(error, (FileNotFoundError, PermissionError)) and "hub" not in str(error).lower():
+            raise
+        raise StudioError(f"Cannot get the pretrained weights of {name} ({type(error).__name__}): this machine has "
+                          "no network or no cached copy (torch hub: ~/.cache/torch/hub, timm: the Hugging Face "
+                          "cache); put them there, or use --random-weights / pretrained=False.") from None
 
 
 def _load_factory(spec: str) -> StudioModel:

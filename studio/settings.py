@@ -9,6 +9,7 @@ field here and appears everywhere.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -47,6 +48,8 @@ class SettingField:
             value = int(value)
         elif not isinstance(value, self.kind):
             raise StudioError(f"{self.name} must be {names[self.kind]}, not {value!r}.")
+        if self.kind is float and not math.isfinite(value):
+            raise StudioError(f"{self.name} must be a finite number, not {given!r}.")
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), self.choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "."

@@ -204,13 +204,13 @@ def test_cli_and_gallery_write_volume_previews_and_tiff_stacks(tmp_path, capsys)
     assert main(["attribute", *spec[:1], str(tmp_path / "v.tif"), *spec[1:], "--out", str(tmp_path / "m.png")]) == 0
     assert iio.imread(tmp_path / "m.png").shape == (12, 12, 3)
     (tmp_path / "g.toml").write_text(f'[settings]\nsteps = 2\nsize = 12\n\n[[models]]\nname = "vol"\n'
-                                     f'model = "{factory}:model"\ninput = "1x12x12x12"\nmean = "0"\nstd = "1"\n'
+                                     f'model = "{factory}:model"\ntrust = true\ninput = "1x12x12x12"\nmean = "0"\nstd = "1"\n'
                                      'targets = ["logits:0-1"]\n')
     gallery.run(tmp_path / "g.toml", tmp_path / "g", progress=False, device="cpu")
     assert iio.imread(tmp_path / "g/vol/logits/c0_s0.png").shape == (12, 12, 3)
     assert iio.imread(tmp_path / "g/vol/logits/c0_s0.tif").shape == (1, 12, 12, 12)
     (tmp_path / "g.toml").write_text((tmp_path / "g.toml").read_text().replace('"1x12x12x12"', '"1x12"'))
-    with pytest.raises(studio.StudioError, match=r"g.toml line 8, model 'vol': input size must be"):
+    with pytest.raises(studio.StudioError, match=r"g.toml line 9, model 'vol': input size must be"):
         gallery.run(tmp_path / "g.toml", tmp_path / "g2", progress=False, device="cpu")
 
 

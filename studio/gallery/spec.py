@@ -32,7 +32,7 @@ from studio.transforms import TransformSettings
 
 ANIMATIONS = ("none", "gif", "mp4")
 TOP_KEYS = ("title", "description", "settings", "output", "attribution", "models")
-MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "input", "mean", "std", "targets", *SETTINGS_KEYS)
+MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "input", "mean", "std", "trust", "targets", *SETTINGS_KEYS)
 TARGET_KEYS = ("target", *(k for k in SETTINGS_KEYS if k != "batch"))
 OUTPUT_KEYS = ("dir", "columns", "labels", "animation", "frames", "fps", "tile", "dpi")
 ATTRIBUTION_KEYS = ("photos", "method", "layer")
