@@ -8,12 +8,10 @@ import re
 from collections.abc import Mapping
 
 from studio.errors import StudioError
-from studio.settings import setting_fields
+from studio.settings import SettingField, setting_fields
 
 #: Keys that may appear wherever render settings may: every render setting, the seeds, and the batch size.
 SETTINGS_KEYS = (*(spec.name for spec in setting_fields()), "seeds", "batch")
-_TYPE_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
-
 Span = tuple[int, int] | None
 
 
@@ -85,20 +83,12 @@ class Checker:
                 self.fail(where, f"unknown key {key!r}; {hint}", self.line(key, span))
 
     def typed(self, value, kind: type, where: str, key: str, span: Span, *, minimum=None, choices=None):
-        """Check one value's type, range and allowed choices; return it (ints accepted where floats are)."""
-        line = self.line(key, span)
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            self.fail(where, f"{key} must be {_TYPE_NAMES[kind]}, not {value!r}.", line)
-        if choices is not None and value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
-            self.fail(where, f"{key} = {value!r} is not one of {', '.join(choices)}{hint}", line)
-        if minimum is not None and value < minimum:
-            self.fail(where, f"{key} must be at least {minimum}, not {value!r}.", line)
-        return value
+        """Check one value's type, range and allowed choices with the render settings' own rule
+        (:meth:`SettingField.check`), located at its key; return it (ints accepted where floats are)."""
+        try:
+            return SettingField(key, kind, None, "", choices, minimum).check(value)
+        except StudioError as error:
+            self.fail(where, str(error), self.line(key, span))
 
     def settings(self, table: Mapping, inherited: dict, where: str, span: Span) -> dict:
         """Merge the render settings, seeds and batch of ``table`` over ``inherited``, checking each value."""
