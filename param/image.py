@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from studio.checks import check_seed
 from studio.errors import StudioError
 from studio.models import resample
 
@@ -42,10 +43,13 @@ def seeds_for(seed: int | Sequence[int] | None, batch: int) -> list[int] | None:
     whole number in ``[0, 2**63)`` (they are hashed as 64-bit integers on the device)."""
     if seed is None:
         return None
-    seeds = [seed + i for i in range(batch)] if isinstance(seed, numbers.Integral) else list(seed)
-    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
-        raise StudioError(f"Seeds must be whole numbers from 0 to 2**63 - 1, not {seed!r}.")
-    seeds = [int(s) for s in seeds]
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        seeds = [check_seed(seed) + i for i in range(batch)]
+    elif isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
+        seeds = list(seed)
+    else:
+        raise StudioError(f"seed must be a whole number or one per image, not {seed!r}.")
+    seeds = [check_seed(s, "each seed") for s in seeds]
     if len(seeds) != batch:
         raise StudioError(f"Got {len(seeds)} seeds for a batch of {batch} images; give one seed per image.")
     return seeds
@@ -62,6 +66,20 @@ def _seeded(make: Callable[[int, torch.Generator | None], nn.Module], seeds: lis
         for name, value in latent.named_parameters():
             value.copy_(torch.cat([single[name] for single in singles]))
     return latent
+
+
+def _check_init(init, channels: int, dims: int, batch: int) -> None:
+    """Starting images must be ``[C, *size]`` or ``[1 or batch, C, *size]`` finite floats with the model's channels."""
+    if not isinstance(init, torch.Tensor) or not init.is_floating_point():
+        raise StudioError(f"init must be a float tensor of images in [0, 1], not {type(init).__name__}.")
+    batched = init.dim() == dims + 2
+    if init.dim() not in (dims + 1, dims + 2) or init.shape[-dims - 1] != channels or (
+            batched and init.shape[0] not in (1, batch)):
+        batches = "1" if batch == 1 else f"1 or {batch}"
+        raise StudioError(f"init must be images [{channels}, *size] or [{batches}, {channels}, *size], not of shape "
+                          f"{list(init.shape)}.")
+    if not torch.isfinite(init).all():
+        raise StudioError("init holds NaN or infinite values; start from finite images in [0, 1].")
 
 
 def image(size: int | tuple[int, ...], batch: int = 1, kind: str = "fourier", decorrelate: bool = True,
@@ -92,6 +110,8 @@ def image(size: int | tuple[int, ...], batch: int = 1, kind: str = "fourier", de
         raise StudioError("The cppn parameterisation draws 2D images only; use fourier or pixel for volumes.")
     if basis is None and channels == 3 and len(shape) == 3:
         basis = torch.eye(3)  # three channels of a volume are not ImageNet colours
+    if init is not None:
+        _check_init(init, channels, len(shape), batch)
     param = ImageParam(_seeded(makers[kind], seeds_for(seed, batch), batch), ColourSpace(decorrelate, channels, basis))
     if init is not None:
         init = resample((init[None] if init.dim() == len(shape) + 1 else init).float(), shape, antialias=True)

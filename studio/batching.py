@@ -1,5 +1,6 @@
-"""Batch sizes that fit the GPU: a one-step memory probe picks the size, and an out-of-memory error
-halves the batch that failed and retries it. Used by the gallery and the throughput benchmark."""
+"""Batch sizes that fit the device: a one-step memory probe picks the GPU size, the memory estimate shrinks
+a batch that would not fit, and an out-of-memory error halves the batch that failed and retries it. Used by
+the gallery and the throughput benchmark."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TypeVar
 import torch
 
 from studio.engine import render
-from studio.errors import StudioError
+from studio.errors import MemoryShortage, StudioError
 from studio.models import StudioModel
 from studio.settings import RenderSettings
 from studio.targets import Target, parse_target
@@ -25,8 +26,9 @@ R = TypeVar("R")
 
 
 class Batcher:
-    """Render lists of items in batches of at most ``size``. A CUDA out-of-memory error halves the batch
-    that failed and retries it (down to one item); the smaller size is kept for later calls."""
+    """Render lists of items in batches of at most ``size``. A batch the memory estimate refuses
+    (:class:`MemoryShortage`) shrinks to what it says fits; an out-of-memory error (CUDA, or the CPU
+    allocator) halves the batch that failed; both retry down to one item and keep the smaller size."""
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
@@ -38,20 +40,32 @@ class Batcher:
             part = remaining[:self.size]
             try:
                 result = render_batch(part)
-            except torch.cuda.OutOfMemoryError:
+            except MemoryShortage as shortage:
+                if len(part) == 1 or shortage.fits < 1:
+                    raise
+                smaller = shortage.fits
+            except RuntimeError as error:  # CUDA's OutOfMemoryError is one
+                if not _out_of_memory(error):
+                    raise
                 if len(part) == 1:
-                    raise StudioError("Out of GPU memory with a batch of one image; lower the image size or "
-                                      "free the GPU.") from None
-                failed = True
+                    raise StudioError("Out of memory with a batch of one image; lower the image size or free "
+                                      "the device's memory.") from None
+                smaller = (len(part) + 1) // 2
             else:
-                failed = False
-            if failed:  # outside the except block, so the failed attempt's tensors can be freed
+                smaller = 0
+            if smaller:  # outside the except block, so the failed attempt's tensors can be freed
                 release_memory()
-                self.size = (len(part) + 1) // 2
+                self.size = smaller
                 self.halvings.append((len(part), self.size))
                 continue
             del remaining[:len(part)]
             yield part, result
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """CUDA's out-of-memory error, or the CPU allocator's (a plain ``RuntimeError``)."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(error) \
+        or "not enough memory" in str(error)
 
 
 def release_memory() -> None:

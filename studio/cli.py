@@ -9,13 +9,20 @@ import sys
 import warnings
 
 from studio import commands
-from studio.errors import StudioError
-from studio.models import InputNote
+from studio.errors import StudioError, StudioNote
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line naming the command's help, like every other studio error
+    (argparse prints the whole usage first, which for ``render`` is a screenful)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand found in ``studio.commands``."""
-    parser = argparse.ArgumentParser(prog="studio", description="Feature visualisation and attribution studio.")
+    parser = _Parser(prog="studio", description="Feature visualisation and attribution studio.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         importlib.import_module(f"studio.commands.{info.name}").register(subparsers)
@@ -37,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _note(message, category, *_args, **_kwargs) -> None:
-    """Warnings as one ``studio: note:`` line (an inferred input spec), not a file and line number."""
-    print(f"studio: note: {message}" if issubclass(category, InputNote) else f"studio: warning: {message}",
+    """Warnings as one line (``studio: note:`` for what the studio chose, such as an inferred input spec),
+    not a file and line number."""
+    print(f"studio: note: {message}" if issubclass(category, StudioNote) else f"studio: warning: {message}",
           file=sys.stderr)
 
 

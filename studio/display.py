@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from kornia.color import ColorMap, apply_colormap
 
+from studio.checks import check_number
 from studio.errors import StudioError
 
 
@@ -22,14 +23,22 @@ def display_map(heat: torch.Tensor, signed: bool = False, percentile: float = 99
     return (values / scale).clamp(0, 1) if scale > 0 else torch.zeros_like(values)
 
 
+def colour_map(name: str, device: torch.device | str = "cpu") -> ColorMap:
+    """kornia's colormap of that name (256 colours); an unknown name is one sentence."""
+    try:
+        return ColorMap(name, num_colors=256, device=device, dtype=torch.float32)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        raise StudioError(f"Unknown colormap {name!r}: use viridis, plasma, cividis, turbo or another kornia "
+                          "colormap.") from None
+
+
 def overlay(image: torch.Tensor, heat: torch.Tensor, signed: bool = False, colormap: str = "viridis",
             alpha: float = 0.5, percentile: float = 99.0) -> torch.Tensor:
     """The heat map in a perceptual colormap (kornia's viridis by default) blended over ``image``
     (``[3, H, W]`` in ``[0, 1]``); returns ``[3, H, W]`` in ``[0, 1]``."""
-    try:
-        palette = ColorMap(colormap, num_colors=256, device=image.device, dtype=torch.float32)
-    except ValueError:
-        raise StudioError(f"Unknown colormap {colormap!r}: use viridis, plasma, cividis, turbo or another kornia colormap.") from None
+    alpha = check_number("alpha", alpha, minimum=0, maximum=1)
+    check_number("percentile", percentile, minimum=0, maximum=100)
+    palette = colour_map(colormap, image.device)
     level = display_map(heat.to(image.device), signed, percentile)
     coloured = apply_colormap(level[None, None], palette)[0]
     return ((1 - alpha) * image.float() + alpha * coloured).clamp(0, 1)

@@ -18,6 +18,7 @@ import torch
 
 from studio.errors import StudioError
 from studio.hooks import frozen
+from studio.memory import check_render
 from studio.models import StudioModel, load_model, resize_to_input
 from studio.objectives import IMAGE, Objective, units
 from studio.objectives import layer as deepdream
@@ -75,7 +76,13 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
     ``blocks.4:0-7`` names several): units of one layer share one vectorised gather."""
     if isinstance(objective, Objective):
         return objective, None
-    specs = [objective] if isinstance(objective, (str, int, Target)) else list(objective)
+    if isinstance(objective, (str, int, Target)):
+        specs = [objective]
+    elif isinstance(objective, Sequence):
+        specs = list(objective)
+    else:
+        raise StudioError(f"Cannot render {objective!r}: give a target string such as blocks.4:12, a list of them, "
+                          "or an Objective.")
     targets = [target for spec in specs for target in parse_targets(spec, model)]
     if not targets:
         raise StudioError("No target given; name at least one, e.g. blocks.4:12.")
@@ -116,6 +123,16 @@ def _activations(model: StudioModel, images: torch.Tensor, keys: list[str], tran
     return acts
 
 
+def _check_finite(history: torch.Tensor, start: int, end: int) -> None:
+    """Stop a run whose objective went NaN or infinite in steps ``start+1..end``, naming the first such step
+    (checked once per snapshot, so the GPU is not synchronised every step)."""
+    finite = torch.isfinite(history[start:end]).all(1)
+    if not bool(finite.all()):
+        first = start + int((~finite).nonzero()[0, 0]) + 1
+        raise StudioError(f"The objective became NaN or infinite at step {first}; lower the learning rate, or "
+                          "check the model's outputs for that input.")
+
+
 def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec],
              settings: RenderSettings | None = None, *, seed: int | Sequence[int] = 0,
              snapshot_every: int | None = None, batch: int | None = None, init: torch.Tensor | None = None,
@@ -139,6 +156,8 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     for key in keys:
         module_of(model, key)  # an unknown layer in a custom objective fails here, before the first step
     batch = len(targets) if targets is not None else (batch or 1)
+    if custom is None:
+        check_render(model, keys or [""], batch, settings.size, settings.param)
     device = model.device
     seeds = seeds_for(seed, batch)
     param = custom or image(settings.size, batch, kind=settings.param, decorrelate=settings.decorrelate,
@@ -162,7 +181,7 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     steps, precision = settings.steps, settings.precision
     optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)
-    start = time.perf_counter()
+    start, checked = time.perf_counter(), 0
     for step in range(1, steps + 1):
         # Entered per step, so a suspended generator leaves the caller's grad mode and the model's flags alone
         # (grad mode is thread-local: a napari worker thread needs it enabled here).
@@ -174,6 +193,9 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
             (-total.sum()).backward()
             optimizer.step()
             history[step - 1] = total.detach()
+        if step % every == 0 or step == steps:
+            _check_finite(history, checked, step)
+            checked = step
         if step % every == 0 and step < steps:
             with torch.no_grad():
                 current = param().cpu()

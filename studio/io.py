@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image
 
-from studio.errors import StudioError
+from studio.errors import StudioError, StudioNote
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -52,17 +55,12 @@ def write_stack(path: str | os.PathLike, image: torch.Tensor) -> Path:
 
 
 def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tensor:
-    """Read a TIFF stack (or any image imageio reads) as ``[channels, *size]`` float in ``[0, 1]`` (uint8 and
-    uint16 scaled by their range, floats as they are): ``[*size]`` for one channel, channels first or last."""
-    try:
-        array = np.asarray(iio.imread(path))
-    except FileNotFoundError:
-        raise StudioError(f"Image {str(path)!r} does not exist.") from None
-    except Exception as error:  # imageio raises many types for undecodable files
-        raise StudioError(f"Cannot read {str(path)!r} ({type(error).__name__}); give a TIFF stack or an image file.") from None
+    """Read a TIFF stack (or any image imageio reads) as ``[channels, *size]`` float in ``[0, 1]``
+    (:func:`_as_unit_floats`): ``[*size]`` for one channel, channels first or last."""
+    array = _read_array(path, "a TIFF stack or an image file")
     if dims == 3 and Path(path).suffix.lower() not in (".tif", ".tiff"):
         raise StudioError(f"{str(path)!r} is no TIFF stack; volumes are read from multi-page TIFF files.")
-    data = _as_unit_floats(array)
+    data = _as_unit_floats(array, repr(str(path)))
     if data.dim() == dims and channels == 1:
         data = data[None]
     elif data.dim() == dims + 1 and data.shape[0] != channels and data.shape[-1] == channels:
@@ -73,13 +71,35 @@ def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tenso
     return data.contiguous()
 
 
-def _as_unit_floats(array: np.ndarray) -> torch.Tensor:
-    """Pixel values as float32 in ``[0, 1]``: uint8 and uint16 scaled by their range, floats as they are."""
-    scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype == np.uint16 else 1.0)
-    return torch.from_numpy(array.astype(np.float32) / scale)
+def _as_unit_floats(array: np.ndarray, name: str = "The image") -> torch.Tensor:
+    """Pixel values as float32 in ``[0, 1]``: uint8 and uint16 by their range, floats in ``[0, 1]`` as they
+    are, other values in 0-255 (or integers in 0-65535) by that range, anything else from its own minimum
+    and maximum; floats that needed scaling are said in a note. Empty, NaN or infinite data is refused."""
+    data = array.astype(np.float32)
+    if data.size == 0:
+        raise StudioError(f"{name} holds no pixels (shape {list(array.shape)}).")
+    if not np.isfinite(data).all():
+        raise StudioError(f"{name} holds NaN or infinite values; give finite pixel values.")
+    if array.dtype in (np.uint8, np.uint16):
+        return torch.from_numpy(data / np.iinfo(array.dtype).max)
+    low, high = float(data.min()), float(data.max())
+    integers = array.dtype.kind in "iu"
+    if low >= 0 and high <= 1 and not integers:
+        return torch.from_numpy(data)
+    if low >= 0 and high <= (65535 if integers else 255):
+        scale, offset, told = (255.0 if high <= 255 else 65535.0), 0.0, "0-255" if high <= 255 else "0-65535"
+    elif high > low:
+        scale, offset, told = high - low, low, f"its own range [{low:g}, {high:g}]"
+    else:
+        raise StudioError(f"{name} is one constant value ({low:g}) outside [0, 1]; give pixel values in [0, 1], "
+                          "0-255 or 0-65535.")
+    if not integers or offset:
+        warnings.warn(f"{name} holds {array.dtype} values in [{low:g}, {high:g}]; read them as {told} "
+                      "scaled to [0, 1].", StudioNote, stacklevel=3)
+    return torch.from_numpy((data - offset) / scale)
 
 
-def from_uint8(array: np.ndarray) -> torch.Tensor:
+def from_uint8(array: np.ndarray, name: str = "The image") -> torch.Tensor:
     """``H x W x 3`` uint8 (or grey, grey+alpha or RGBA) to ``[3, H, W]`` float in ``[0, 1]``; a stack or a
     volume is refused in one sentence (an RGB model takes photos)."""
     array = np.asarray(array)
@@ -88,23 +108,38 @@ def from_uint8(array: np.ndarray) -> torch.Tensor:
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise StudioError(f"An array of shape {list(array.shape)} is no photo; an RGB model takes H x W x 3 "
-                          "images (for stacks and volumes, load the model with its --input).")
-    return _as_unit_floats(array[..., :3]).permute(2, 0, 1).contiguous()
+        raise StudioError(f"{name} is an array of shape {list(array.shape)}, no photo; an RGB model takes "
+                          "H x W x 3 images (for stacks and volumes, load the model with its --input).")
+    return _as_unit_floats(array[..., :3], name).permute(2, 0, 1).contiguous()
+
+
+def _read_array(path: str | os.PathLike, what: str) -> np.ndarray:
+    """A file's pixels through imageio (CMYK and other non-RGB colour modes converted to RGB); a missing,
+    undecodable or oversized file is a one-sentence error."""
+    try:
+        mode = iio.immeta(path).get("mode") if Path(path).suffix.lower() in _CONVERTED_SUFFIXES else None
+        return np.asarray(iio.imread(path, mode="RGB") if mode in _CONVERTED_MODES else iio.imread(path))
+    except FileNotFoundError:
+        raise StudioError(f"Image {str(path)!r} does not exist.") from None
+    except IsADirectoryError:
+        raise StudioError(f"{str(path)!r} is a folder, not an image file.") from None
+    except Image.DecompressionBombError:
+        raise StudioError(f"{str(path)!r} has more than {Image.MAX_IMAGE_PIXELS * 2} pixels, more than is safe to "
+                          "decode (a decompression bomb, or a scan to tile first); give a smaller image.") from None
+    except Exception as error:  # imageio raises many types for undecodable files
+        empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        raise StudioError(f"Cannot read {str(path)!r} ({'an empty file' if empty else type(error).__name__}); "
+                          f"give {what}.") from None
+
+
+#: Colour modes read as RGB (PIL converts CMYK correctly, including Adobe's inverted CMYK JPEGs).
+_CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
+_CONVERTED_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Read a photo as ``[3, H, W]`` float in ``[0, 1]``; an unreadable file is a one-sentence error."""
-    try:
-        array = iio.imread(path)
-    except FileNotFoundError:
-        raise StudioError(f"Image {str(path)!r} does not exist.") from None
-    except Exception as error:  # imageio raises many types for undecodable files
-        raise StudioError(f"Cannot read image {str(path)!r} ({type(error).__name__}); give a PNG, JPEG or TIFF file.") from None
-    try:
-        return from_uint8(array)
-    except StudioError as error:
-        raise StudioError(f"{str(path)!r}: {str(error)[0].lower()}{str(error)[1:]}") from None
+    return from_uint8(_read_array(path, "a PNG, JPEG or TIFF file"), repr(str(path)))
 
 
 def read_input(path: str | os.PathLike, channels: int = 3, dims: int = 2) -> torch.Tensor:
@@ -114,19 +149,40 @@ def read_input(path: str | os.PathLike, channels: int = 3, dims: int = 2) -> tor
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``: a reader
+    never sees half a file, and a failure (a full disk, no permission) leaves the old file as it was and is
+    one sentence."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the result the usual permissions
         os.replace(tmp, path)
+    except OSError as error:
+        _remove(tmp)
+        if error.errno not in _WRITE_ERRORS:
+            raise
+        raise StudioError(f"Cannot write {str(path)!r}: {_WRITE_ERRORS[error.errno]}; finished files are kept, so "
+                          "fix that and run again.") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return path
+
+
+#: Write failures that are the machine's state, not a bug, with what to do about them.
+_WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                 errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there",
+                 errno.EROFS: "the file system is read-only", errno.ENOTDIR: "a part of the path is a file",
+                 errno.EEXIST: "a part of the path is a file", errno.EISDIR: "a folder has that name"}
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
-from contextlib import contextmanager
 import importlib
 import importlib.util
+import os
 import warnings
 import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from studio.errors import StudioError
+from studio.checks import check_number
+from studio.errors import StudioError, StudioNote
 from studio.hooks import record_output_shapes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,7 +54,7 @@ class InputSpec:
         rgb = self.channels == 3 and len(size) == 2
         for name, given, default in (("mean", self.mean, IMAGENET_MEAN if rgb else (0.0,)),
                                      ("std", self.std, IMAGENET_STD if rgb else (1.0,))):
-            values = tuple(float(v) for v in (default if given is None else given))
+            values = tuple(check_number(f"The input's {name}", v) for v in (default if given is None else given))
             if len(values) == 1:
                 values *= self.channels
             if len(values) != self.channels:
@@ -208,13 +210,21 @@ def runs_code(spec: str) -> bool:
     """Whether loading a model spec runs code from a file: a ``file.py:factory``, or a pickled module (a
     TorchScript archive, a state dict of a named architecture and the model zoos do not)."""
     kind = model_kind(spec)
-    if kind != "saved":
-        return kind == "factory"
+    if kind not in ("saved", "factory") or not Path(spec.rsplit(":", 1)[0] if kind == "factory" else spec).is_file():
+        return False  # nothing to run: loading names the missing file
+    if kind == "factory":
+        return True
     try:
         with zipfile.ZipFile(spec) as archive:  # TorchScript keeps its program as code/ inside the archive
             return not any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
     except (OSError, zipfile.BadZipFile):
         return True
+
+
+def untrusted_code(spec: str, opt_in: str) -> str:
+    """The sentence that refuses a model file which would run code, naming how to opt in (``opt_in``)."""
+    return (f"Model {spec!r} runs code from its file when loaded (a Python factory or a pickled module); if you "
+            f"trust that file, {opt_in}, or save the model as TorchScript.")
 
 
 #: Help text naming every kind of model spec.
@@ -233,7 +243,7 @@ def model_kind(spec: str) -> str | None:
     return "saved" if spec.endswith((".pt", ".pth", ".ts")) else None
 
 
-class InputNote(UserWarning):
+class InputNote(StudioNote):
     """Said once when a model's input spec was inferred rather than given or read from a config."""
 
 
@@ -247,11 +257,15 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
     ``input`` sets the input spec (channels, 2D or 3D size, mean, std); without it, it comes from the
     model's config, or for your own module from its first convolution (said in one :class:`InputNote`).
     """
+    target_device = _device(device)
     if isinstance(spec, StudioModel):
         model = spec
     elif isinstance(spec, nn.Module):
         model = StudioModel(spec, _UNKNOWN_INPUT, type(spec).__name__)
+    elif not isinstance(spec, (str, os.PathLike)):
+        raise StudioError(f"Cannot load {spec!r} as a model; give a model name, a file, an nn.Module or a StudioModel.")
     else:
+        spec = os.fspath(spec)
         kind = model_kind(spec)
         if kind is None:
             choices = [*EMBEDDED, "torchvision:<name>", "timm:<name>", "file.py:factory", "model.pt"]
@@ -270,10 +284,30 @@ def load_model(spec: str | nn.Module | StudioModel = DEFAULT_MODEL, pretrained: 
     elif model.spec is _UNKNOWN_INPUT:  # a bare module of the user's: its first convolution tells
         model = StudioModel(model.module, _inferred_input(model), model.name, model.class_names)
     model.module.eval()
+    return model.to(target_device)
+
+
+#: Device types the studio runs on (``meta`` holds no data, so nothing could be rendered on it).
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    """The device a model goes to (default: CUDA when present), checked to exist here before any loading."""
+    if device is None:
+        return default_device()
+    unavailable = StudioError(f"Device {str(device)!r} is not available here; use cpu, or cuda[:N] on a machine with "
+                              "CUDA.")
     try:
-        return model.to(device if device is not None else default_device())
-    except (RuntimeError, AssertionError):
-        raise StudioError(f"Device {device!r} is not available here; use cpu, or cuda[:N] on a machine with CUDA.") from None
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise unavailable from None
+    if chosen.type not in DEVICE_TYPES:
+        raise unavailable
+    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
+        raise unavailable
+    if chosen.type != "cuda" and chosen.type != "cpu" and not getattr(torch, chosen.type).is_available():
+        raise unavailable
+    return chosen
 
 
 #: The spec a bare module starts with (RGB 224 px) until its first convolution is read; compared by identity.
@@ -358,16 +392,38 @@ def _load_factory(spec: str) -> StudioModel:
         raise StudioError(f"Model file {path!r} does not exist; give path/to/file.py:factory.")
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     source = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(source)
+    with _running(f"Running {path!r}"):
+        module_spec.loader.exec_module(source)
     factory = getattr(source, factory_name, None)
     if not callable(factory):
         raise StudioError(f"{path!r} has no callable {factory_name!r}; define def {factory_name}() -> nn.Module.")
-    built = factory()
+    with _running(f"{spec!r}"):
+        built = factory()
     if isinstance(built, StudioModel):
         return built
     if not isinstance(built, nn.Module):
         raise StudioError(f"{spec!r} returned {type(built).__name__}, not an nn.Module.")
     return StudioModel(built, _UNKNOWN_INPUT, spec)
+
+
+@contextmanager
+def _running(what: str) -> Iterator[None]:
+    """The user's own code failing (a syntax error, a missing file of theirs) as one sentence naming where."""
+    try:
+        yield
+    except StudioError:
+        raise
+    except Exception as error:  # anything the user's code raises
+        line = getattr(error, "lineno", None) or (error.__traceback__ and _last_line(error.__traceback__))
+        message = str(error).splitlines()[0] if str(error) else "no message"
+        raise StudioError(f"{what} failed{f' at line {line}' if line else ''}: {type(error).__name__}: {message}.") from None
+
+
+def _last_line(trace) -> int | None:
+    """The line of the innermost frame of a traceback (where the user's code raised)."""
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace.tb_lineno
 
 
 def _load_saved(path: str) -> StudioModel:
@@ -376,7 +432,14 @@ def _load_saved(path: str) -> StudioModel:
     try:
         module = torch.jit.load(path, map_location="cpu")
     except RuntimeError:
-        module = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            module = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # unpickling raises whatever the file's bytes lead to
+            raise StudioError(f"{path!r} is neither TorchScript nor a saved module ({type(error).__name__}); save "
+                              "models with torch.jit.save or torch.save(module).") from None
+    if isinstance(module, Mapping) and all(isinstance(v, torch.Tensor) for v in module.values()):
+        raise StudioError(f"{path!r} holds a state dict (weights without an architecture); build the model in a "
+                          "file.py:factory that loads it, or load it into torchvision:/timm:NAME in Python.")
     if not isinstance(module, nn.Module):
         raise StudioError(f"{path!r} holds a {type(module).__name__}, not a saved nn.Module or TorchScript model.")
     return StudioModel(module, _UNKNOWN_INPUT, Path(path).name)

@@ -9,12 +9,11 @@ field here and appears everywhere.
 from __future__ import annotations
 
 import difflib
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 
+from studio.checks import check_number
 from studio.errors import StudioError
 from studio.param.image import PARAM_KINDS
 from studio.transforms import TRANSFORM_PRESETS
@@ -38,28 +37,17 @@ class SettingField:
 
     def check(self, value):
         """``value`` as this setting's type (a whole number is accepted as a float), or a one-sentence
-        ``StudioError`` naming the setting and what it accepts."""
-        names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
-        given = value
-        is_number = isinstance(value, (numbers.Integral, numbers.Real)) and not isinstance(value, bool)
-        if self.kind is float and is_number:
-            value = float(value)
-        elif self.kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            value = int(value)
-        elif not isinstance(value, self.kind):
+        ``StudioError`` naming the setting and what it accepts (numbers through :func:`check_number`)."""
+        if self.kind in (int, float):
+            return check_number(self.name, value, self.kind, minimum=self.minimum, maximum=self.maximum,
+                                positive=self.positive)
+        names = {bool: "true or false", str: "a string"}
+        if not isinstance(value, self.kind):
             raise StudioError(f"{self.name} must be {names[self.kind]}, not {value!r}.")
-        if self.kind is float and not math.isfinite(value):
-            raise StudioError(f"{self.name} must be a finite number, not {given!r}.")
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), self.choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "."
             raise StudioError(f"{self.name} = {value!r} is not one of {', '.join(self.choices)}{hint}")
-        if self.positive and value <= 0:
-            raise StudioError(f"{self.name} must be positive, not {given!r}.")
-        if self.minimum is not None and value < self.minimum:
-            raise StudioError(f"{self.name} must be at least {self.minimum:g}, not {given!r}.")
-        if self.maximum is not None and value > self.maximum:
-            raise StudioError(f"{self.name} must be at most {self.maximum:g}, not {given!r}.")
         return value
 
 
@@ -76,7 +64,8 @@ class RenderSettings:
     steps: int = _setting(512, "optimisation steps", minimum=1, maximum=100_000)
     size: int = _setting(128, "side of the optimised image in pixels (resized to the model's input)",
                          minimum=8, maximum=2048)
-    lr: float = _setting(0.05, "Adam learning rate", positive=True)
+    lr: float = _setting(0.05, "Adam learning rate (the images live in [0, 1]: past 10 a step only saturates them)",
+                         positive=True, maximum=10.0)
     transforms: str = _setting("standard", "random transforms each step: standard (Lucid's robust set) or none",
                                choices=TRANSFORM_PRESETS)
     decorrelate: bool = _setting(True, "optimise in decorrelated ImageNet colour")

@@ -444,8 +444,8 @@ def _class_by_label(text: str, model: StudioModel) -> Target:
 
 
 def _channel(unit: str, info: LayerInfo, model: StudioModel, text: str) -> int:
-    if unit.isdigit():
-        channel = int(unit)
+    if unit.isascii() and unit.lstrip("-").isdigit() and unit.count("-") <= 1:
+        channel = int(unit)  # a negative one is out of range below
     elif info.path == OUTPUT or unit[:1] in "\"'":
         if info.path != OUTPUT:
             raise StudioError(f"Class label {unit} in {text!r} applies to 'logits' only; give {info.name} a channel number.")
@@ -453,7 +453,8 @@ def _channel(unit: str, info: LayerInfo, model: StudioModel, text: str) -> int:
     else:
         raise StudioError(f"Channel {unit!r} in {text!r} is not a number; class labels apply to 'logits' only.")
     if not 0 <= channel < info.channels:
-        raise StudioError(f"Channel {channel} is out of range for {info.name!r}: valid channels are 0 to {info.channels - 1}.")
+        unit, units = ("Class", "classes") if info.path == OUTPUT else ("Channel", "channels")
+        raise StudioError(f"{unit} {channel} is out of range for {info.name!r}: valid {units} are 0 to {info.channels - 1}.")
     return channel
 
 

@@ -238,7 +238,7 @@ def test_files_of_the_wrong_kind_are_refused_in_one_sentence(tmp_path):
 
     iio.imwrite(tmp_path / "vol.tif", np.zeros((16, 20, 24), np.uint8))
     iio.imwrite(tmp_path / "rgb.png", np.zeros((40, 50, 3), np.uint8))
-    with pytest.raises(studio.StudioError, match="vol.tif.*is no photo; an RGB model takes H x W x 3"):
+    with pytest.raises(studio.StudioError, match="vol.tif.*, no photo; an RGB model takes H x W x 3"):
         read_input(tmp_path / "vol.tif")  # an RGB model: a stack is not silently cropped to 3 'channels'
     with pytest.raises(studio.StudioError, match="rgb.png.*is no TIFF stack"):
         read_input(tmp_path / "rgb.png", 1, 3)

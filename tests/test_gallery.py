@@ -281,7 +281,7 @@ def test_batcher_halves_on_out_of_memory_and_keeps_the_smaller_size():
     def never(part):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
 
-    with pytest.raises(StudioError, match="Out of GPU memory with a batch of one image"):
+    with pytest.raises(StudioError, match="Out of memory with a batch of one image"):
         list(batching.Batcher(2).run([1, 2], never))
 
 

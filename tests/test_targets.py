@@ -27,7 +27,7 @@ def test_target_syntax(lite0, text, expected):
     ("blocks.4:112", "valid channels are 0 to 111"),
     ("blocks.4:3@14,0", "outside the 14x14 map.*rows 0 to 13"),
     ('logits:"Egyptian kat"', "Unknown class 'Egyptian kat'.*did you mean 'Egyptian cat'"),
-    ("logits:1000", "valid channels are 0 to 999"),
+    ("logits:1000", "valid classes are 0 to 999"),
     ("logits:3@1,1", "no spatial map"),
     ("blocks.4:twelve", "not a number"),
     ("blocks.4@1,1", "needs a channel"),

@@ -309,7 +309,7 @@ def test_the_viewer_offers_every_attribution_method_and_takes_no_setting_limits_
     assert sorted(METHODS) == sorted(LIBRARY_METHODS) and METHODS[0] == "gradcam"
     assert not {spec.name for spec in VIEWER_FIELDS} & {spec.name for spec in setting_fields()}
     limits = {spec.name: field_range(spec) for spec in setting_fields() if spec.kind in (int, float)}
-    assert limits == {"steps": (1, 100_000), "size": (8, 2048), "lr": (0, UNBOUNDED), "decay_power": (0.0, UNBOUNDED)}
+    assert limits == {"steps": (1, 100_000), "size": (8, 2048), "lr": (0, 10.0), "decay_power": (0.0, UNBOUNDED)}
 
 
 def test_render_requests_build_their_targets_with_the_target_grammar(lite0):
@@ -559,3 +559,21 @@ def test_studio_view_screenshot_of_a_volume_model_is_a_3d_view(tmp_path):
     record = json.loads(out.with_suffix(".json").read_text())
     assert shot.shape[1] == 1000 and shot.std() > 20 and record["ndisplay"] == 3
     assert set(record["layers"]) >= {"logits:1", "noise", "noise · gradcam · logits:1", "noise (top class)"}
+
+
+@gui
+@needs_display
+def test_a_model_file_that_runs_code_needs_the_trust_box_ticked(open_studio_widget, qtbot, mono2d, tmp_path):
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\nfrom torch import nn\n\ndef make():\n    torch.manual_seed(0)\n"
+                       "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))\n")
+    viewer, widget = open_studio_widget(mono2d)
+    widget.model_name.value = f"{factory}:make"
+    widget.load()
+    assert widget.load_worker is None and widget.model is mono2d  # refused before any worker, the old model kept
+    assert widget.message.value.startswith(f"Model '{factory}:make' runs code from its file when loaded")
+    assert "tick 'run code from this model file'" in widget.message.value
+    widget.trust.value = True
+    with qtbot.waitSignal(widget.model_loaded, timeout=60_000) as loaded:
+        widget.load()
+    assert loaded.args[0].name == f"{factory}:make" and widget.model.spec.channels == 3

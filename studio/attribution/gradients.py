@@ -97,6 +97,8 @@ def baselines(baseline, inputs: torch.Tensor, spec: InputSpec, blur_sigma: float
         if given.shape[1:2] != inputs.shape[1:2] or given.dim() != inputs.dim() or len(given) not in (1, len(inputs)):
             raise StudioError(f"Got baseline images of shape {list(baseline.shape)} for images {list(inputs.shape)}; "
                               "give one image or one per image.")
+        if not torch.isfinite(given).all():
+            raise StudioError("The baseline image holds NaN or infinite values; give finite values in [0, 1].")
         return resize_to_input(given.to(inputs), spec).expand_as(inputs)
     raise StudioError(f"Cannot use {type(baseline).__name__} as a baseline; give 'black', 'blurred', a number or an image.")
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from studio.errors import StudioError
 from studio.hooks import OUTPUT, forward_to, frozen
-from studio.io import read_image
+from studio.io import read_input
 from studio.models import StudioModel, resize_to_input
 from studio.targets import Target, activations, channels_first, class_target, module_of
 
@@ -96,7 +96,7 @@ def as_batch(images, model: StudioModel) -> tuple[torch.Tensor, torch.device]:
     spec = model.spec
     expected = f"[B, {spec.channels}, {', '.join('DHW'[-spec.dims:])}] or [{spec.channels}, {', '.join('DHW'[-spec.dims:])}]"
     if isinstance(images, (str, os.PathLike)):
-        images = read_image(images)
+        images = read_input(images, spec.channels, spec.dims)
     if not isinstance(images, torch.Tensor):
         raise StudioError(f"Images must be a {expected} tensor in [0, 1] or an image path, not {type(images).__name__}.")
     if not images.is_floating_point():
@@ -105,6 +105,8 @@ def as_batch(images, model: StudioModel) -> tuple[torch.Tensor, torch.device]:
         images = images.unsqueeze(0)
     if images.dim() != spec.dims + 2 or images.shape[1] != spec.channels or images.shape[0] == 0:
         raise StudioError(f"{model.name} takes images of shape {expected}, not {list(images.shape)}.")
+    if not torch.isfinite(images).all():
+        raise StudioError("The images hold NaN or infinite values; give finite values in [0, 1].")
     return images.detach().to(model.device, torch.float32), images.device
 
 

@@ -18,10 +18,11 @@ from tqdm import tqdm
 from studio.attribution import (IG_RULES, METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, explain, method_options,
                                 top_classes)
 from studio.commands.common import add_weight_arguments, maybe_a_model, model_from_args, split_model
-from studio.display import overlay
+from studio.checks import check_number, output_file
+from studio.display import colour_map, overlay
 from studio.errors import StudioError
-from studio.io import atomic_write, preview, read_image, read_input, write_image
-from studio.models import MODEL_HELP
+from studio.io import atomic_write, preview, read_input, write_image
+from studio.models import MODEL_HELP, StudioModel
 from studio.targets import class_count
 
 #: Help of each method option; the options, their types and defaults come from the methods' signatures.
@@ -79,13 +80,14 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _baseline(text: str):
+def _baseline(text: str, model: StudioModel):
+    """A baseline named on the command line: black, blurred, a grey level, or an image file the model takes."""
     if text in ("black", "blurred"):
         return text
     try:
-        return float(text)
+        return float(text)  # nan and inf are refused with the other options' limits
     except ValueError:
-        return read_image(text)
+        return read_input(text, model.spec.channels, model.spec.dims)
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
@@ -108,15 +110,19 @@ def run(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".npy", ".png"):
         raise StudioError(f"Output {args.out!r} must end in .npy (raw maps) or .png (overlays).")
+    if out is not None:
+        output_file(out)
+    check_number("--alpha", args.alpha, minimum=0, maximum=1)
+    colour_map(args.colormap)
     options = {name: getattr(args, name) for name in option_types() if getattr(args, name) is not None}
     taken = method_options(args.method)
     wrong = [f"--{name.replace('_', '-')}" for name in options if name not in taken]
     if wrong:
         raise StudioError(f"{', '.join(wrong)} does not apply to {args.method}; its options are "
                           f"{', '.join('--' + n.replace('_', '-') for n in taken)}.")
-    if "baseline" in options:
-        options["baseline"] = _baseline(options["baseline"])
     model = model_from_args(args)
+    if "baseline" in options:
+        options["baseline"] = _baseline(options["baseline"], model)
     spec = model.spec
     try:
         first = read_input(paths[0], spec.channels, spec.dims)

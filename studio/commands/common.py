@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Sequence
 
 from studio.errors import StudioError
-from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, model_kind, parse_input
+from studio.models import DEFAULT_MODEL, EMBEDDED, MODEL_HELP, StudioModel, load_model, model_kind, parse_input
 from studio.settings import RenderSettings, setting_fields
 
 
@@ -44,6 +45,11 @@ def split_model(positionals: Sequence[str]) -> tuple[str, list[str]]:
 def maybe_a_model(error: StudioError, first: str, model: str) -> StudioError:
     """``error`` about the first positional, with a hint when it was probably meant as a model name."""
     if model != DEFAULT_MODEL or model_kind(first) is not None:
+        return error
+    close = difflib.get_close_matches(first, list(EMBEDDED), n=1, cutoff=0.8)
+    if close:
+        return StudioError(f"Unknown model {first!r}: did you mean {close[0]!r}?")
+    if ":" in first:  # a target of the default model after all: its own error says what is wrong
         return error
     return StudioError(f"{str(error).rstrip('.?')}; if {first!r} is a model, name it torchvision:{first}, "
                        f"timm:{first} or a file ({MODEL_HELP}).")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from studio.checks import check_seed, output_file, output_folder
 from studio.commands.common import (add_render_arguments, add_weight_arguments, maybe_a_model, model_from_args,
                                     render_settings_from_args, split_model)
 from studio.engine import render
@@ -24,9 +25,15 @@ def register(subparsers) -> None:
     add_render_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image (image i gets seed + i)")
     parser.add_argument("--out", default="renders",
-                        help="output folder, or a .png path for one target (or for the --sheet)")
+                        help="output folder, or an image path (.png, .jpg, .tif) for one target or the --sheet")
     parser.add_argument("--sheet", action="store_true", help="write one sheet with all targets instead of one PNG each")
     parser.set_defaults(run=run)
+
+
+#: Suffixes that make ``--out`` one file (a single target's image, or the --sheet); anything else is a folder,
+#: except the file types below, which would be a folder with a file's name.
+FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+NOT_FOLDERS = (".tif", ".tiff", ".gif", ".bmp", ".npy", ".json", ".html")
 
 
 def run(args) -> int:
@@ -34,25 +41,33 @@ def run(args) -> int:
     if not targets:
         raise StudioError(f"Name at least one target after the model {args.model!r}, e.g. blocks.4:12.")
     settings = render_settings_from_args(args)
+    out = Path(args.out)
+    one_file = out.suffix.lower() in FILE_SUFFIXES
+    if out.suffix.lower() in NOT_FOLDERS:
+        raise StudioError(f"--out {args.out!r}: renders are written as {', '.join(FILE_SUFFIXES)} files (TIFF stacks "
+                          "of non-RGB images go beside them); give one of those, or a folder.")
+    output_file(out) if one_file else output_folder(out)
+    check_seed(args.seed, "--seed")
     model = model_from_args(args)
     try:
-        parse_targets(targets[0], model)
+        parsed = [target for text in targets for target in parse_targets(text, model)]
     except StudioError as error:
         raise maybe_a_model(error, targets[0], args.model) from None
-    result = render(model, targets, settings, seed=args.seed, progress=True)
-    out = Path(args.out)
-    one_file = out.suffix.lower() == ".png"
-    if one_file and not args.sheet and len(result.targets) > 1:
-        raise StudioError(f"--out {args.out!r} is one file but there are {len(result.targets)} targets; give a "
+    if one_file and not args.sheet and len(parsed) > 1:
+        raise StudioError(f"--out {args.out!r} is one file but there are {len(parsed)} targets; give a "
                           "folder, or add --sheet for one sheet.")
+    names = [f"{safe_name(t.layer_name)}_{t.file_stem(layer_info(model, t.layer).channels)}" for t in parsed]
+    repeated = {name for name in names if names.count(name) > 1}
+    # A unit named twice renders twice (image i has seed + i): each copy keeps its own file.
+    names = [f"{name}_seed{args.seed + i}" if name in repeated else name for i, name in enumerate(names)]
+    result = render(model, parsed, settings, seed=args.seed, progress=True)
     if args.sheet:
         previews = torch.stack([preview(image) for image in result.images])
         written = [write_image(out if one_file else out / "sheet.png", image_grid(previews))]
     elif one_file:
         written = [write_image(out, result.images[0])]
     else:
-        written = [write_image(out / f"{safe_name(t.layer_name)}_{t.file_stem(layer_info(model, t.layer).channels)}.png", image)
-                   for t, image in zip(result.targets, result.images)]
+        written = [write_image(out / f"{name}.png", image) for name, image in zip(names, result.images)]
     if not args.sheet and not is_rgb_image(result.images[0]):  # the PNGs are previews: keep every channel and slice
         written += [write_stack(path.with_suffix(".tif"), image) for path, image in zip(written, result.images)]
     print(f"{'target':32s} clean activation")

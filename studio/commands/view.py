@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from studio.checks import output_file
 from studio.commands.common import add_model_arguments, add_render_arguments, model_from_args, render_settings_from_args
 from studio.errors import StudioError
 from studio.io import read_input
@@ -38,21 +43,45 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def display_problem(environ: Mapping[str, str] | None = None, platform: str = sys.platform) -> str | None:
+    """Why Qt could not open a window here (it would abort the process), or None: on Linux it needs a
+    Wayland or X display, and a local X display needs its server's socket."""
+    environ = os.environ if environ is None else environ
+    if not platform.startswith("linux") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    display = environ.get("DISPLAY", "")
+    if not display:
+        return "no display is set (DISPLAY is empty)"
+    local = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
+    if local and not Path(f"/tmp/.X11-unix/X{local.group(1)}").exists():
+        return f"no X server answers on DISPLAY={display}"
+    return None
+
+
 def run(args) -> int:
+    # Cheapest first: the arguments, the display, the viewer's packages, then the model; no window before all.
+    if args.screenshot is not None:
+        if not args.screenshot.lower().endswith(".png"):
+            raise StudioError(f"--screenshot writes a PNG; give a path ending in .png, not {args.screenshot!r}.")
+        output_file(args.screenshot, "--screenshot")
+    try:
+        width, height = (int(v) for v in args.window_size.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if min(width, height) < 200:
+        raise StudioError(f"--window-size takes WIDTHxHEIGHT of at least 200x200 such as 1600x1000, not "
+                          f"{args.window_size!r}.")
+    settings = render_settings_from_args(args)
+    fields = {spec.name: spec.check(getattr(args, spec.name)) for spec in VIEWER_FIELDS}
+    problem = display_problem()
+    if problem is not None:
+        raise StudioError(f"studio view opens a window, but {problem}; run it on a desktop, over ssh -X, or headless "
+                          "under xvfb-run -a (with --screenshot OUT.png for a figure), or use studio render.")
     try:
         import napari  # noqa: F401
         import qtpy  # noqa: F401
     except ImportError:
         raise StudioError(INSTALL_HINT) from None
-
-    if args.screenshot is not None and not args.screenshot.lower().endswith(".png"):
-        raise StudioError(f"--screenshot writes a PNG; give a path ending in .png, not {args.screenshot!r}.")
-    try:
-        width, height = (int(v) for v in args.window_size.lower().split("x"))
-    except ValueError:
-        raise StudioError(f"--window-size takes WIDTHxHEIGHT such as 1600x1000, not {args.window_size!r}.") from None
-    settings = render_settings_from_args(args)  # bad values fail here, before the model loads or a window opens
-    fields = {spec.name: spec.check(getattr(args, spec.name)) for spec in VIEWER_FIELDS}
     model = model_from_args(args)
     if args.target is not None:
         parse_target(args.target, model)  # a bad target fails here, before any window opens

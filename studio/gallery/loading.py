@@ -12,7 +12,7 @@ import torch
 from studio.errors import StudioError
 from studio.gallery.validation import Checker, Span
 from studio.io import read_image
-from studio.models import StudioModel, load_model, parse_input, runs_code
+from studio.models import StudioModel, load_model, parse_input, runs_code, untrusted_code
 
 
 @dataclass
@@ -65,9 +65,7 @@ def load_entry(checker: Checker, name: str, entry: Mapping, where: str, span: Sp
     if models and spec in models:
         return ModelEntry(name, spec, pretrained, init_seed, load_model(models[spec], input=given))
     if runs_code(spec) and not checker.typed(entry.get("trust", False), bool, where, "trust", span):
-        checker.fail(where, f"model {spec!r} runs code from its file when loaded (a Python factory or a pickled "
-                            "module); if you trust that file write trust = true in this table, or save the model "
-                            "as TorchScript.", checker.line("model", span))
+        checker.fail(where, untrusted_code(spec, "write trust = true in this table"), checker.line("model", span))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)

@@ -5,6 +5,7 @@ an image's sidecar JSON is written last, so its presence (with a matching key) m
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import platform
@@ -108,9 +109,10 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- images
 
 def complete(out: Path, item: Item, output: OutputOptions) -> dict | None:
-    """The item's sidecar if the item is done with the same key (and animation, when one is wanted)."""
+    """The item's sidecar if the item is done with the same key, its files intact (and an animation, when
+    one is wanted)."""
     sidecar = read_json(out / sidecar_path(item))
-    if not sidecar or sidecar.get("key") != item.key or not (out / image_path(item)).is_file():
+    if not sidecar or sidecar.get("key") != item.key or not _intact(out, sidecar):
         return None
     if output.animation != "none":
         animation = sidecar.get("files", {}).get("animation")
@@ -139,9 +141,23 @@ def write_item(out: Path, item: Item, image: torch.Tensor, frames: Sequence[np.n
     if frames:
         files["animation"] = animation_path(item, output.animation)
         write_animation(out / files["animation"], frames, output.fps)
-    sidecar = {**record, "files": files}
+    sidecar = {**record, "files": files, "sha256": {name: file_digest(out / path) for name, path in files.items()}}
     write_json(out / sidecar_path(item), sidecar)
     return sidecar
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes: what the sidecar promises, so a truncated or altered file is found."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(out: Path, sidecar: dict) -> bool:
+    """Every file the sidecar lists exists with the bytes it recorded (a file cut short by a full disk or a
+    copy, or altered since, is not; nor is a sidecar from before digests were recorded)."""
+    files, digests = sidecar.get("files"), sidecar.get("sha256")
+    if not isinstance(files, dict) or not isinstance(digests, dict) or set(files) != set(digests):
+        return False
+    return all((out / path).is_file() and file_digest(out / path) == digests[name] for name, path in files.items())
 
 
 # ---------------------------------------------------------------------------------------------- contact sheets

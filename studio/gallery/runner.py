@@ -20,6 +20,7 @@ from studio.attribution import SIGNED_METHODS, explain
 from studio.batching import Batcher, auto_batch_size
 from studio.display import overlay
 from studio.engine import optimize
+from studio.checks import output_folder
 from studio.errors import StudioError
 from studio.gallery.output import (
     FORMAT, INDEX, MANIFEST, attribution_marker, complete, describe_device, library_versions, lock, now, overlay_path,
@@ -77,9 +78,7 @@ def _out_dir(spec: GallerySpec, out_dir: str | Path | None) -> Path:
     out = Path(out_dir) if out_dir is not None else spec.output.dir
     if out is None:
         raise StudioError("Give an output folder: studio gallery SPEC.toml --out DIR (or dir = \"...\" in [output]).")
-    if out.exists() and not out.is_dir():
-        raise StudioError(f"Output folder {str(out)!r} is a file; give a folder.")
-    return out
+    return output_folder(out, "The gallery's output folder")
 
 
 def _attribution_key(spec: GallerySpec, unit: Unit) -> str:

@@ -294,9 +294,18 @@ def load_spec(spec: str | Path | Mapping | GallerySpec, *, models: Mapping[str, 
     if isinstance(spec, Mapping):
         return parse_spec(spec, models=models, device=device)
     path = Path(spec)
+    if path.is_dir():
+        raise StudioError(f"Gallery spec {str(path)!r} is a folder; give the path of a .toml file.")
     if not path.is_file():
         raise StudioError(f"Gallery spec {str(path)!r} does not exist; give the path of a .toml file.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise StudioError(f"{path.name} is not UTF-8 text (byte {error.start}, line {line}); save it as UTF-8 "
+                          "TOML.") from None
+    except OSError as error:
+        raise StudioError(f"Cannot read gallery spec {str(path)!r}: {error.strerror}.") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -7,6 +7,7 @@ import difflib
 import re
 from collections.abc import Mapping
 
+from studio.checks import check_seed
 from studio.errors import StudioError
 from studio.settings import SettingField, setting_fields
 
@@ -102,10 +103,13 @@ class Checker:
         if "seeds" in table:
             seeds = table["seeds"]
             seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-            if (not isinstance(seeds, list) or not seeds
-                    or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            if not isinstance(seeds, list) or not seeds:
                 self.fail(where, f"seeds must be a whole number or a list of them (e.g. [0, 1, 2]), not {table['seeds']!r}.",
                           self.line("seeds", span))
+            try:
+                seeds = [check_seed(seed, "each seed") for seed in seeds]
+            except StudioError as error:
+                self.fail(where, str(error), self.line("seeds", span))
             merged["seeds"] = list(dict.fromkeys(seeds))
         if "batch" in table:
             batch = table["batch"]

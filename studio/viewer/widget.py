@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 import torch._dynamo  # noqa: F401  before napari's OpenGL: see the note below
-from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
@@ -20,7 +20,7 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
-from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model
+from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, runs_code, untrusted_code
 from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.render_panel import RenderPanel
 from studio.viewer.streaming import WorkerError, error_message
@@ -29,6 +29,10 @@ from studio.viewer.streaming import WorkerError, error_message
 # software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
 # which ``studio view`` and scripts import before napari opens a window. (Opened from napari's plugin menu,
 # the window exists first; there only loading Triton before napari helps, e.g. a timm model loaded first.)
+
+
+#: The model section's opt-in for model files that run code when loaded.
+TRUST_TEXT = "run code from this model file"
 
 
 def _load_model(spec: str, device: str) -> StudioModel:
@@ -73,6 +77,8 @@ class StudioWidget(Container):
         self.browse_button = PushButton(text="File…", tooltip="pick a saved model (.pt, .pth, .ts) or a .py file")
         self.load_button = PushButton(text="Load")
         self.device = ComboBox(name="device", choices=devices())
+        self.trust = CheckBox(name="trust", text=TRUST_TEXT, value=False,
+                              tooltip="a .py factory or a pickled .pt runs its code when loaded: only for files you trust")
         self.model_info = Label(value="no model loaded")
         self.render_panel = RenderPanel(napari_viewer, self._lock)
         self.attribution_panel = AttributionPanel(napari_viewer, self._lock, self.render_panel.current_targets)
@@ -81,7 +87,7 @@ class StudioWidget(Container):
             Label(value="<b>Model</b>"),
             Container(layout="horizontal", labels=False,
                       widgets=[self.model_name, self.browse_button, self.load_button]),
-            Container(labels=True, widgets=[self.device]), self.model_info,
+            Container(labels=True, widgets=[self.device]), self.trust, self.model_info,
             Label(value="<b>Feature visualisation</b>"), self.render_panel,
             Label(value="<b>Attribution</b>"), self.attribution_panel,
             self.message,
@@ -116,6 +122,9 @@ class StudioWidget(Container):
         if self.load_worker is not None:
             return
         spec, device = self.model_name.value.strip() or DEFAULT_MODEL, self.device.value
+        if runs_code(spec) and not self.trust.value:
+            self.show_message(untrusted_code(spec, f"tick '{TRUST_TEXT}'"), error=True)
+            return
         self.model_info.value = f"loading {spec} on {device} ..."
         worker = create_worker(_load_model, spec, device, _ignore_errors=True, _progress={"desc": f"Loading {spec}"})
         worker.returned.connect(partial(self._on_loaded, spec, device, then))
