@@ -5,12 +5,15 @@
     result = studio.render(model, ["blocks.4:12", "blocks.4:40"], steps=256)
     heat = studio.attribute(model, studio.read_image("cat.jpg"), "blocks.4:12", method="gradcam")
     studio.gallery.run("gallery/example.toml", "out/example")
+    studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples
+    top = studio.examples("examples.sqlite", "blocks.4:12")                      # best first, with crops
 """
 
 from studio import gallery, objectives, param
 from studio.attribution import Attribution, attribute, explain
 from studio.engine import RenderResult, Snapshot, optimize, render
 from studio.errors import StudioError
+from studio.exemplars import build_index, examples, unit_statistics
 from studio.hooks import capture, forward_to
 from studio.io import read_image, write_image
 from studio.models import DEFAULT_MODEL, InputSpec, StudioModel, load_model
@@ -20,7 +23,7 @@ from studio.transforms import TransformSettings
 
 __all__ = [
     "DEFAULT_MODEL", "Attribution", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
-    "StudioModel", "Target", "TransformSettings", "attribute", "capture", "explain", "forward_to", "gallery",
-    "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets", "read_image", "render",
-    "write_image",
+    "StudioModel", "Target", "TransformSettings", "attribute", "build_index", "capture", "examples", "explain",
+    "forward_to", "gallery", "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets",
+    "read_image", "render", "unit_statistics", "write_image",
 ]

@@ -45,6 +45,15 @@ _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 _DOTTED = re.compile(r"[\w.]*\.\w*")
 
 
+def split_target(text: str) -> tuple[str, str | None, str | None] | None:
+    """A target string's parts as written, without a model: ``(layer, unit, position)`` (``blocks.4:12@3,4``
+    gives ``("blocks.4", "12", "3,4")``), or None when it does not follow the grammar."""
+    match = _TARGET_RE.match(text)
+    if match is None:
+        return None
+    return match["layer"].strip(), None if match["unit"] is None else match["unit"].strip(), match["position"]
+
+
 def safe_name(text: str) -> str:
     """A name usable as a file or folder name on every OS and in a URL."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "unit"
