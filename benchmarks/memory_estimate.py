@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 CASES = [("efficientnet_lite0", "blocks.4", 16, 224), ("efficientnet_lite0", "blocks.6", 32, 128),
          ("efficientnet_lite0", "blocks.2", 32, 512), ("timm:vit_tiny_patch16_224", "blocks.6", 16, 224)]
@@ -27,8 +29,8 @@ def measure(model_name: str, layer: str, batch: int, size: int, device: str) -> 
     model = studio.load_model(model_name, pretrained=False, device=device)
     model.output_shapes  # noqa: B018  (the shape probe is not part of the render's peak)
     estimate = batch * (activation_bytes(model, [layer]) + image_bytes(model, size, "fourier"))
-    if device == "cpu":
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device == "cpu":  # the resident size now, not the high-water mark that loading left behind
+        before = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     else:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()

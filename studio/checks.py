@@ -11,7 +11,7 @@ from pathlib import Path
 from studio.errors import StudioError
 
 
-def check_number(name: str, value, kind: type = float, *, minimum: float | None = None,
+def check_number(name: str, value: object, kind: type = float, *, minimum: float | None = None,
                  maximum: float | None = None, positive: bool = False) -> int | float:
     """``value`` as ``kind`` (``int``: a whole number; ``float``: any finite real, a whole number included),
     within the limits, or a one-sentence ``StudioError`` naming ``name`` and what it accepts."""
@@ -20,7 +20,10 @@ def check_number(name: str, value, kind: type = float, *, minimum: float | None 
     if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = int(value)
     elif kind is float and is_real:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a whole number past float's range
+            value = math.inf
         if not math.isfinite(value):
             raise StudioError(f"{name} must be a finite number, not {given!r}.")
     else:

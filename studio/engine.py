@@ -203,6 +203,9 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     with frozen(model.module), torch.no_grad():
         final = param().detach()
         clean, clean_terms = objective.evaluate(_activations(model, final, keys, None, None))
+    if not (torch.isfinite(final).all() and torch.isfinite(clean).all()):  # the last update broke the images
+        raise StudioError(f"The objective became NaN or infinite at step {steps}; lower the learning rate, or "
+                          "check the model's outputs for that input.")
     result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, record,
                           time.perf_counter() - start)
     yield Snapshot(steps, steps, result.images, total.detach().cpu(),

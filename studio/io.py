@@ -72,9 +72,10 @@ def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tenso
 
 
 def _as_unit_floats(array: np.ndarray, name: str = "The image") -> torch.Tensor:
-    """Pixel values as float32 in ``[0, 1]``: uint8 and uint16 by their range, floats in ``[0, 1]`` as they
-    are, other values in 0-255 (or integers in 0-65535) by that range, anything else from its own minimum
-    and maximum; floats that needed scaling are said in a note. Empty, NaN or infinite data is refused."""
+    """Pixel values as float32 in ``[0, 1]``: uint8 and uint16 by their range and floats in ``[0, 1]`` as they
+    are; anything else is read by the first rule that fits, said in a note: integers of 0 and 1 as they are,
+    floats up to 2 clipped (an overshoot), values in 0-255 or (integers) 0-65535 by that range, else from their
+    own minimum and maximum. Empty, NaN or infinite data is refused."""
     data = array.astype(np.float32)
     if data.size == 0:
         raise StudioError(f"{name} holds no pixels (shape {list(array.shape)}).")
@@ -86,17 +87,22 @@ def _as_unit_floats(array: np.ndarray, name: str = "The image") -> torch.Tensor:
     integers = array.dtype.kind in "iu"
     if low >= 0 and high <= 1 and not integers:
         return torch.from_numpy(data)
-    if low >= 0 and high <= (65535 if integers else 255):
-        scale, offset, told = (255.0 if high <= 255 else 65535.0), 0.0, "0-255" if high <= 255 else "0-65535"
+    if low >= 0 and high <= 1:
+        read, result = "as they are", data
+    elif low >= 0 and high <= 2 and not integers:
+        read, result = "clipped to [0, 1]", np.clip(data, 0, 1)
+    elif low >= 0 and high <= 255:
+        read, result = "as 0-255", data / 255
+    elif low >= 0 and high <= 65535 and integers:
+        read, result = "as 0-65535", data / 65535
     elif high > low:
-        scale, offset, told = high - low, low, f"its own range [{low:g}, {high:g}]"
+        read, result = "scaled from their own range", (data - low) / (high - low)
     else:
         raise StudioError(f"{name} is one constant value ({low:g}) outside [0, 1]; give pixel values in [0, 1], "
                           "0-255 or 0-65535.")
-    if not integers or offset:
-        warnings.warn(f"{name} holds {array.dtype} values in [{low:g}, {high:g}]; read them as {told} "
-                      "scaled to [0, 1].", StudioNote, stacklevel=3)
-    return torch.from_numpy((data - offset) / scale)
+    warnings.warn(f"{name} holds {array.dtype} values in [{low:g}, {high:g}]; read them {read}.", StudioNote,
+                  stacklevel=3)
+    return torch.from_numpy(result)
 
 
 def from_uint8(array: np.ndarray, name: str = "The image") -> torch.Tensor:
@@ -117,8 +123,9 @@ def _read_array(path: str | os.PathLike, what: str) -> np.ndarray:
     """A file's pixels through imageio (CMYK and other non-RGB colour modes converted to RGB); a missing,
     undecodable or oversized file is a one-sentence error."""
     try:
-        mode = iio.immeta(path).get("mode") if Path(path).suffix.lower() in _CONVERTED_SUFFIXES else None
-        return np.asarray(iio.imread(path, mode="RGB") if mode in _CONVERTED_MODES else iio.imread(path))
+        if Path(path).suffix.lower() in _CONVERTED_SUFFIXES and _colour_mode(path) in _CONVERTED_MODES:
+            return np.asarray(iio.imread(path, plugin="pillow", mode="RGB"))
+        return np.asarray(iio.imread(path))
     except FileNotFoundError:
         raise StudioError(f"Image {str(path)!r} does not exist.") from None
     except IsADirectoryError:
@@ -130,6 +137,15 @@ def _read_array(path: str | os.PathLike, what: str) -> np.ndarray:
         empty = Path(path).is_file() and Path(path).stat().st_size == 0
         raise StudioError(f"Cannot read {str(path)!r} ({'an empty file' if empty else type(error).__name__}); "
                           f"give {what}.") from None
+
+
+def _colour_mode(path: str | os.PathLike) -> str | None:
+    """PIL's colour mode of a file (``CMYK``, ``RGB``, ...), None when PIL cannot open it."""
+    try:
+        with Image.open(path) as image:
+            return image.mode
+    except Exception:  # not a PIL image (a TIFF stack PIL does not read): imageio reads it as it is
+        return None
 
 
 #: Colour modes read as RGB (PIL converts CMYK correctly, including Adobe's inverted CMYK JPEGs).
@@ -165,7 +181,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         _remove(tmp)
         if error.errno not in _WRITE_ERRORS:
             raise
-        raise StudioError(f"Cannot write {str(path)!r}: {_WRITE_ERRORS[error.errno]}; finished files are kept, so "
+        raise StudioError(f"Cannot write {str(path)!r}: {_WRITE_ERRORS[error.errno]}; nothing there was changed, so "
                           "fix that and run again.") from None
     except BaseException:
         _remove(tmp)
@@ -181,6 +197,7 @@ _WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota
 
 
 def _remove(tmp: str | None) -> None:
+    """Delete a failed write's temporary file, if it was made."""
     if tmp is not None:
         Path(tmp).unlink(missing_ok=True)
 

@@ -295,19 +295,24 @@ def _device(device: torch.device | str | None) -> torch.device:
     """The device a model goes to (default: CUDA when present), checked to exist here before any loading."""
     if device is None:
         return default_device()
-    unavailable = StudioError(f"Device {str(device)!r} is not available here; use cpu, or cuda[:N] on a machine with "
-                              "CUDA.")
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError):
-        raise unavailable from None
-    if chosen.type not in DEVICE_TYPES:
-        raise unavailable
-    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
-        raise unavailable
-    if chosen.type != "cuda" and chosen.type != "cpu" and not getattr(torch, chosen.type).is_available():
-        raise unavailable
+        chosen = None
+    if chosen is None or chosen.type not in DEVICE_TYPES or not _present(chosen):
+        here = ", ".join(name for name in ("cpu", "cuda", "mps", "xpu") if _present(torch.device(name)))
+        raise StudioError(f"Device {str(device)!r} is not available here; this machine has {here}.")
     return chosen
+
+
+def _present(device: torch.device) -> bool:
+    """Whether this machine has ``device`` (for CUDA, that index)."""
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    return bool(getattr(backend, "is_available", lambda: False)())
 
 
 #: The spec a bare module starts with (RGB 224 px) until its first convolution is read; compared by identity.
@@ -392,12 +397,12 @@ def _load_factory(spec: str) -> StudioModel:
         raise StudioError(f"Model file {path!r} does not exist; give path/to/file.py:factory.")
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     source = importlib.util.module_from_spec(module_spec)
-    with _running(f"Running {path!r}"):
+    with _running(f"Running {path!r}", path):
         module_spec.loader.exec_module(source)
     factory = getattr(source, factory_name, None)
     if not callable(factory):
         raise StudioError(f"{path!r} has no callable {factory_name!r}; define def {factory_name}() -> nn.Module.")
-    with _running(f"{spec!r}"):
+    with _running(f"{spec!r}", path):
         built = factory()
     if isinstance(built, StudioModel):
         return built
@@ -407,23 +412,27 @@ def _load_factory(spec: str) -> StudioModel:
 
 
 @contextmanager
-def _running(what: str) -> Iterator[None]:
+def _running(what: str, source: str) -> Iterator[None]:
     """The user's own code failing (a syntax error, a missing file of theirs) as one sentence naming where."""
     try:
         yield
     except StudioError:
         raise
     except Exception as error:  # anything the user's code raises
-        line = getattr(error, "lineno", None) or (error.__traceback__ and _last_line(error.__traceback__))
+        line = getattr(error, "lineno", None) or _line_in(error.__traceback__, source)
         message = str(error).splitlines()[0] if str(error) else "no message"
-        raise StudioError(f"{what} failed{f' at line {line}' if line else ''}: {type(error).__name__}: {message}.") from None
+        raise StudioError(f"{what} failed{f' at line {line} of {Path(source).name}' if line else ''}: "
+                          f"{type(error).__name__}: {message}.") from None
 
 
-def _last_line(trace) -> int | None:
-    """The line of the innermost frame of a traceback (where the user's code raised)."""
-    while trace.tb_next is not None:
+def _line_in(trace, source: str) -> int | None:
+    """The line of the innermost traceback frame in the user's file ``source`` (not inside torch)."""
+    line = None
+    while trace is not None:
+        if Path(trace.tb_frame.f_code.co_filename).resolve() == Path(source).resolve():
+            line = trace.tb_lineno
         trace = trace.tb_next
-    return trace.tb_lineno
+    return line
 
 
 def _load_saved(path: str) -> StudioModel:

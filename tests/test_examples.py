@@ -298,3 +298,75 @@ def test_lite0_indexes_photos(lite0, photos, tmp_path):
     assert examples(out, "logits:281")[0].path.name == "chelsea.jpg"  # tabby: the cat photo
     (y0, y1), (x0, x1) = examples(out, "blocks.2:5")[0].box
     assert examples(out, "blocks.2:5")[0].crop().shape == (3, y1 - y0, x1 - x0)
+
+
+# ------------------------------------------------------------------------------------------------ honest numbers
+
+def test_a_render_is_compared_with_its_units_dataset_maximum(detector, folder, tmp_path):
+    from studio.exemplars.scores import compare_with_dataset
+
+    index = tmp_path / "ex.sqlite"
+    build_index(detector, folder, LAYERS, index, top_k=4, workers=0, progress=False)
+    stats = unit_statistics(index, "conv2:0")
+    channel = compare_with_dataset(index, studio.parse_target("conv2:0", detector), 2 * stats.max_mean)
+    assert channel.maximum == stats.max_mean and channel.multiple == pytest.approx(2.0)
+    neuron = compare_with_dataset(index, studio.parse_target("conv2:0@3,3", detector), stats.max)
+    assert neuron.maximum == stats.max and neuron.multiple == pytest.approx(1.0)  # a neuron against any position's max
+    silent = compare_with_dataset(index, studio.parse_target("conv2:0", detector), 1.0)
+    assert "x dataset max (of 12 images)" in channel.describe() and silent.images == 12
+    with pytest.raises(studio.StudioError, match="names a whole layer"):
+        compare_with_dataset(index, studio.parse_target("conv2", detector), 1.0)
+
+
+def test_the_path_check_matches_its_definition_and_flags_an_image_off_the_natural_path(detector, folder, tmp_path):
+    """Pooled activations of the layers below the unit: mean cosine to the top examples minus mean cosine to the
+    other images; each top example's leave-one-out score is the natural range, and below all of it is flagged."""
+    from studio.exemplars.scores import _pooled, layers_below, path_check, random_images
+
+    index = tmp_path / "ex.sqlite"
+    build_index(detector, folder, LAYERS, index, top_k=4, workers=0, progress=False)
+    target = studio.parse_target("conv2:0", detector)
+    assert layers_below(detector, target) == ["conv1", "relu1", "pool"]
+    top = [example.path for example in examples(index, "conv2:0")]
+    others = random_images(index, 16, exclude=top)
+    assert len(others) == 8 and not set(top) & set(others)
+
+    def pooled(paths):
+        images = torch.stack([studio.models.resize_to_input(studio.io.read_input(p)[None], detector.spec)[0]
+                              for p in paths])
+        return _pooled(detector, images, ["conv1", "relu1", "pool"])
+
+    def cosine(a, b):  # by hand: per layer, then averaged
+        return sum((x @ y.T) for x, y in zip(a, b)) / len(a)
+    top_acts, other_acts = pooled(top), pooled(others)
+    red = studio.io.read_input(top[0])
+    check = path_check(detector, index, "conv2:0", red)
+    render_acts = pooled([top[0]])
+    expected = cosine(render_acts, top_acts).mean() - cosine(render_acts, other_acts).mean()
+    assert check.score == pytest.approx(float(expected), abs=1e-5) and check.layers == ("conv1", "relu1", "pool")
+    among = cosine(top_acts, top_acts)
+    natural = (among.sum(1) - among.diagonal()) / 3 - cosine(top_acts, other_acts).mean(1)
+    assert check.natural == pytest.approx(natural.tolist(), abs=1e-5)
+    assert not check.flagged and "natural path" in check.describe()
+    off_path = torch.zeros(3, 32, 32)
+    off_path[1:] = 1.0  # cyan: green and blue detectors, nothing a red example shows
+    flagged = path_check(detector, index, "conv2:0", off_path)
+    assert flagged.flagged and flagged.score < min(flagged.natural) and "UNNATURAL PATH" in flagged.describe()
+    assert hook_count(detector.module) == 0
+
+
+def test_render_reports_the_dataset_multiple_and_the_path_in_its_table(folder, tmp_path, capsys, monkeypatch):
+    factory = tmp_path / "net.py"
+    factory.write_text("from tests.test_examples import detector_net\n\ndef make():\n    return detector_net()\n")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent))
+    spec = ["--input", "3x32x32", "--mean", "0", "--std", "1"]
+    assert main(["index", f"{factory}:make", str(folder), *spec, "--layers", "conv2", "--out",
+                 str(tmp_path / "ex.sqlite"), "--top-k", "4", "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["render", f"{factory}:make", "conv2:0", "fc:1", *spec, "--steps", "8", "--size", "32", "--out",
+                 str(tmp_path / "r"), "--examples", str(tmp_path / "ex.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"conv2:0 +[\d.]+ +[\d.]+x dataset max \(of 12 images\), path [+-][\d.]+ \((natural path|UNNATURAL"
+                     r" PATH); top examples", out), out
+    assert "(Index" in out and "not layer 'fc'" in out  # a unit the index does not hold says so in its row
+    assert main(["render", f"{factory}:make", "conv2:0", *spec, "--examples", str(tmp_path / "missing.sqlite")]) == 2

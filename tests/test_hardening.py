@@ -95,16 +95,18 @@ def test_a_render_that_would_not_fit_is_refused_before_allocating_naming_the_bat
     assert allocated == [1]
 
 
-def test_a_volume_too_large_for_this_machine_is_refused_naming_the_largest_size():
-    """Real free memory: a 2048^3 volume needs about 400 GB; refused in one sentence, at once."""
+def test_a_volume_too_large_for_the_machine_is_refused_naming_the_largest_size(monkeypatch):
+    """A 2048^3 volume needs about 400 GB; with 16 GB free it is refused in one sentence, at once."""
+    monkeypatch.setattr(studio.memory, "free_bytes", lambda device: 16 * 2**30)
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
                            nn.Linear(4, 2))
     model = studio.load_model(module, device="cpu", input=studio.InputSpec((16, 16, 16), channels=1))
     with pytest.raises(MemoryShortage, match=r"^One image of 2048 px needs about \d+\.\d GB but cpu has .* free; "
-                                             r"the largest size that fits is about \d+ px\.$") as error:
+                                             r"render one image at a time at about \d+ px or less\.$") as error:
         studio.render(model, "0:1", steps=1, size=2048)
     largest = int(str(error.value).rsplit("about ", 1)[1].split()[0])
+    assert studio.memory.image_bytes(model, largest, "fourier") < 16 * 2**30
     assert 8 <= largest < 2048
     assert studio.render(model, "0:1", steps=1, size=min(largest, 64)).images.shape[-1] == min(largest, 64)
 
@@ -131,7 +133,6 @@ def test_the_batcher_shrinks_to_what_the_estimate_says_fits():
 def test_attribution_chunks_shrink_to_fit_memory_and_give_the_same_maps(monkeypatch):
     model = tiny_model()
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    free = studio.memory.free_bytes(model.device)
     reference = studio.attribute(model, images, 1, "integrated_gradients", steps=16, batch_size=16)
     per_image = studio.memory.activation_bytes(model, [""])
     monkeypatch.setattr(studio.memory, "free_bytes", lambda device: int(per_image * 3.5))
@@ -140,7 +141,7 @@ def test_attribution_chunks_shrink_to_fit_memory_and_give_the_same_maps(monkeypa
     monkeypatch.setattr(studio.attribution.gradients, "input_gradients",
                         lambda m, x, t, batch_size: chunks.append(batch_size) or real(m, x, t, batch_size))
     tight = studio.attribute(model, images, 1, "integrated_gradients", steps=16, batch_size=16)
-    assert set(chunks) == {3} and free is not None
+    assert set(chunks) == {3}
     torch.testing.assert_close(tight, reference)
     monkeypatch.setattr(studio.memory, "free_bytes", lambda device: int(per_image * 0.5))
     with pytest.raises(MemoryShortage, match="One image needs .* of activations"):
@@ -166,7 +167,7 @@ def test_nan_during_a_run_stops_it_naming_the_step():
     model = studio.load_model(TurnsNaN(at=5), device="cpu", input=studio.InputSpec((16, 16)))
     with pytest.raises(studio.StudioError, match=r"^The objective became NaN or infinite at step 5; lower the "
                                                  r"learning rate"):
-        studio.render(model, "conv:1", steps=40, size=16)
+        studio.render(model, "conv:1", steps=100, size=16)  # checked every 3 steps: the window 4-6 names 5
     assert hook_count(model.module) == 0
 
 
@@ -214,8 +215,8 @@ def test_a_full_disk_fails_in_one_sentence_and_loses_no_finished_unit(tmp_path, 
         written.append(path)
         return real(path, image, **kwargs)
     monkeypatch.setattr(output.iio, "imwrite", disk_fills)
-    with pytest.raises(studio.StudioError, match=r"^Cannot write .*c2_s0\.png': the disk is full; finished files "
-                                                 r"are kept, so fix that and run again\.$"):
+    with pytest.raises(studio.StudioError, match=r"^Cannot write .*c2_s0\.png': the disk is full; nothing there was "
+                                                 r"changed, so fix that and run again\.$"):
         gallery.run(spec, out, models={"tiny": model}, progress=False)
     assert sorted(p.name for p in out.rglob("*.json")) == ["c0_s0.json", "c1_s0.json"]
     assert not [p for p in out.rglob(".*") if p.name != ".lock"]  # no temporary left behind
@@ -231,6 +232,8 @@ def test_awkward_but_valid_images_are_read_as_what_they_show(tmp_path):
     rgb[..., 0] = 255  # pure red
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
     assert torch.allclose(read_image(tmp_path / "cmyk.jpg")[:, 4, 4], torch.tensor([1.0, 0, 0]), atol=0.02)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+    assert torch.equal(read_image(tmp_path / "cmyk.tif")[:, 4, 4], torch.tensor([1.0, 0, 0]))
     grey16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
     iio.imwrite(tmp_path / "deep.png", grey16)
     assert torch.allclose(read_image(tmp_path / "deep.png")[1], torch.from_numpy(grey16 / 65535.0).float())
@@ -271,3 +274,4 @@ def test_studio_view_knows_when_there_is_no_display():
     assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert display_problem({"DISPLAY": "remote:10.0"}, "linux") is None  # over ssh: cannot be probed cheaply
     assert display_problem({}, "darwin") is None
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None

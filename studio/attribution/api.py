@@ -127,7 +127,7 @@ def explain(model: StudioModel | nn.Module, images: torch.Tensor | str | os.Path
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
         wanted = options.get("batch_size", method_options(method)["batch_size"])
-        targets = _resolve_targets(model, target, inputs, fitting_chunk(model, [""], wanted))
+        targets = _resolve_targets(model, target, inputs, wanted)
         options["batch_size"] = fitting_chunk(model, [t.key for t in targets], wanted)
         fields = METHOD_FUNCTIONS[method](model, inputs, targets, **options)
     maps = torch.stack([_resize_map(heat, size) for heat in fields.pop("maps")]).to(out_device, torch.float32)
@@ -146,7 +146,7 @@ def _resolve_targets(model: StudioModel, target, inputs: torch.Tensor, batch_siz
     missing = [i for i, t in enumerate(parsed) if t is None]
     if missing:
         class_target(model, 0)  # the model must output classes to pick its top-1
-        top = logits(model, inputs[missing], batch_size).argmax(1).tolist()
+        top = logits(model, inputs[missing], fitting_chunk(model, [""], batch_size)).argmax(1).tolist()
         for i, index in zip(missing, top):
             parsed[i] = class_target(model, index)
     return parsed

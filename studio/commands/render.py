@@ -10,6 +10,8 @@ from studio.checks import check_seed, output_file, output_folder
 from studio.commands.common import (add_render_arguments, add_weight_arguments, maybe_a_model, model_from_args,
                                     render_settings_from_args, split_model)
 from studio.engine import render
+from studio.exemplars import index_info
+from studio.exemplars.scores import compare_with_dataset, path_check
 from studio.errors import StudioError
 from studio.io import image_grid, is_rgb_image, preview, write_image, write_stack
 from studio.models import MODEL_HELP
@@ -25,8 +27,11 @@ def register(subparsers) -> None:
     add_render_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image (image i gets seed + i)")
     parser.add_argument("--out", default="renders",
-                        help="output folder, or an image path (.png, .jpg, .tif) for one target or the --sheet")
+                        help="output folder, or an image path (.png, .jpg, .jpeg, .webp) for one target or the --sheet")
     parser.add_argument("--sheet", action="store_true", help="write one sheet with all targets instead of one PNG each")
+    parser.add_argument("--examples", default=None, metavar="INDEX.sqlite",
+                        help="a dataset-example index (studio index): report each render as a multiple of its "
+                             "unit's dataset maximum, and check its path through the layers below")
     parser.set_defaults(run=run)
 
 
@@ -48,11 +53,15 @@ def run(args) -> int:
                           "of non-RGB images go beside them); give one of those, or a folder.")
     output_file(out) if one_file else output_folder(out)
     check_seed(args.seed, "--seed")
+    if args.examples is not None:
+        index_info(args.examples)  # not an index: one sentence before any work
     model = model_from_args(args)
-    try:
-        parsed = [target for text in targets for target in parse_targets(text, model)]
-    except StudioError as error:
-        raise maybe_a_model(error, targets[0], args.model) from None
+    parsed = []
+    for index, text in enumerate(targets):
+        try:
+            parsed += parse_targets(text, model)
+        except StudioError as error:  # only the first positional may have been meant as a model
+            raise (maybe_a_model(error, text, args.model) if index == 0 else error) from None
     if one_file and not args.sheet and len(parsed) > 1:
         raise StudioError(f"--out {args.out!r} is one file but there are {len(parsed)} targets; give a "
                           "folder, or add --sheet for one sheet.")
@@ -70,8 +79,18 @@ def run(args) -> int:
         written = [write_image(out / f"{name}.png", image) for name, image in zip(names, result.images)]
     if not args.sheet and not is_rgb_image(result.images[0]):  # the PNGs are previews: keep every channel and slice
         written += [write_stack(path.with_suffix(".tif"), image) for path, image in zip(written, result.images)]
-    print(f"{'target':32s} clean activation")
-    for target, value in zip(result.targets, result.clean_values.tolist()):
-        print(f"{target.description:32s} {value:10.3f}")
+    print(f"{'target':32s} clean activation" + ("   dataset / path check" if args.examples else ""))
+    for target, value, image in zip(result.targets, result.clean_values.tolist(), result.images):
+        print(f"{target.description:32s} {value:16.3f}" + (f"   {_honest(model, args.examples, target, value, image)}"
+                                                           if args.examples else ""))
     print(f"wrote {', '.join(map(str, written))} in {result.seconds:.1f} s on {result.settings['device']}")
     return 0
+
+
+def _honest(model, index: str, target, value: float, image) -> str:
+    """The render beside its unit's dataset: a multiple of the dataset maximum, and the path check."""
+    try:
+        comparison = compare_with_dataset(index, target, value, model)
+        return f"{comparison.describe()}, {path_check(model, index, target, image).describe()}"
+    except StudioError as error:  # a unit the index does not hold: say so in its row, keep the others
+        return f"({error})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,15 +48,30 @@ def display_problem(environ: Mapping[str, str] | None = None, platform: str = sy
     """Why Qt could not open a window here (it would abort the process), or None: on Linux it needs a
     Wayland or X display, and a local X display needs its server's socket."""
     environ = os.environ if environ is None else environ
-    if not platform.startswith("linux") or environ.get("WAYLAND_DISPLAY"):
-        return None
+    headless = environ.get("QT_QPA_PLATFORM", "").split(":")[0] not in ("", "xcb", "wayland")
+    if not platform.startswith("linux") or environ.get("WAYLAND_DISPLAY") or headless:
+        return None  # Qt's own platform (offscreen, eglfs, vnc) needs no display server
     display = environ.get("DISPLAY", "")
     if not display:
         return "no display is set (DISPLAY is empty)"
     local = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
-    if local and not Path(f"/tmp/.X11-unix/X{local.group(1)}").exists():
+    if local and not _x_server_answers(int(local.group(1))):
         return f"no X server answers on DISPLAY={display}"
     return None
+
+
+def _x_server_answers(number: int) -> bool:
+    """Whether a local X server listens for display ``number``: its socket file, or Linux's abstract socket
+    (containers and private /tmp folders have only that)."""
+    if Path(f"/tmp/.X11-unix/X{number}").exists():
+        return True
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            probe.connect(f"\0/tmp/.X11-unix/X{number}")
+        return True
+    except OSError:
+        return False
 
 
 def run(args) -> int:
