@@ -22,7 +22,7 @@ from studio.targets import module_of
 #: Bytes per activation value (float32; bfloat16 autocast keeps many tensors in float32, so no saving is assumed).
 VALUE_BYTES = 4
 #: Copies of the leaf outputs a forward with gradients keeps at its peak: with one, the whole estimate is
-#: 1.2-1.8x the measured CPU peak (EfficientNet-Lite0, ViT-Tiny; ``benchmarks/memory_estimate.py``).
+#: 1.15-1.8x the measured CPU peak (EfficientNet-Lite0, ViT-Tiny; ``benchmarks/memory_estimate.py``).
 SAVED_COPIES = 1
 #: Float copies of the parameterised image per image: latent, gradient, Adam's two moments, the rendered
 #: image and its graph, and the transforms' padded, warped and resized images (CPPN: its hidden layers).
