@@ -577,3 +577,202 @@ def test_a_model_file_that_runs_code_needs_the_trust_box_ticked(open_studio_widg
     with qtbot.waitSignal(widget.model_loaded, timeout=60_000) as loaded:
         widget.load()
     assert loaded.args[0].name == f"{factory}:make" and widget.model.spec.channels == 3
+    widget.model_name.value = f"{factory}:other"
+    assert not widget.trust.value  # trust was given to that file, not to the next one named
+
+
+# ---------------------------------------------------------------- dataset examples beside the render
+
+
+@pytest.fixture(scope="module")
+def stripe_index(mono2d, tmp_path_factory):
+    """A dataset-example index of layer 3 of ``mono2d`` over 8 stripe PNGs, the top 4 of each channel (some
+    files are not square, so crops at their borders are not either)."""
+    import imageio.v3 as iio
+    from tests.synthetic import stripes
+
+    from studio.exemplars import build_index
+
+    folder = tmp_path_factory.mktemp("stripes")
+    images, _ = stripes(8, size=40, generator=torch.Generator().manual_seed(0))
+    for number, image in enumerate(images):
+        width = 40 - 8 * (number % 2)
+        iio.imwrite(folder / f"stripes{number}.png", (image[0, :, :width].numpy() * 255).round().astype(np.uint8))
+    path = tmp_path_factory.mktemp("index") / "stripes.sqlite"
+    build_index(mono2d, folder, "3", path, top_k=4, workers=0, progress=False)
+    return path
+
+
+def expected_tile(example, size: int = 64) -> torch.Tensor:
+    """An example's crop as a montage tile should show it: fitted into ``size`` (aspect kept), centred on white."""
+    crop = example.crop()
+    height, width = crop.shape[1:]
+    fit = (round(height * size / max(height, width)), round(width * size / max(height, width)))
+    resized = torch.nn.functional.interpolate(crop[None], size=fit, mode="bilinear", antialias=True)[0].clamp(0, 1)
+    tile = torch.ones(crop.shape[0], size, size)
+    top, left = (size - fit[0]) // 2, (size - fit[1]) // 2
+    tile[:, top:top + fit[0], left:left + fit[1]] = resized
+    return tile
+
+
+def other_stripe_net() -> studio.StudioModel:
+    """``mono2d``'s network and input with other weights."""
+    torch.manual_seed(1)
+    return studio.load_model(stripe_net(), device="cpu", input=MONO_2D)
+
+
+def test_examples_units_montages_and_index_checks_work_without_a_display(mono2d, stripe_index, tmp_path):
+    from studio.exemplars import examples
+    from studio.exemplars.scores import compare_with_dataset
+    from studio.targets import parse_targets
+    from studio.viewer.streaming import (UnitNumbers, check_index, dataset_numbers, example_tile, indexed_units,
+                                         load_montages, montage)
+
+    info = check_index(stripe_index, mono2d)
+    assert info.layers == {"3": 16} and info.images == 8
+    assert indexed_units(info, parse_targets("3:5-7", mono2d)) == ["3:5", "3:6", "3:7"]
+    assert indexed_units(info, parse_targets("3:5@2,3", mono2d)) == ["3:5"]  # a neuron shows its channel's examples
+    with pytest.raises(studio.StudioError, match="4:1 is not in the index stripes.sqlite"):
+        indexed_units(info, parse_targets("4:1", mono2d))
+    with pytest.raises(studio.StudioError, match="per channel"):
+        indexed_units(info, [studio.Target("3")])  # a whole layer
+
+    montages = load_montages(stripe_index, ["3:5", "3:6"], mono2d, "examples · 3:5-6")
+    assert montages.name == "examples · 3:5-6" and not montages.rgb
+    assert montages.images.shape == (2, 1, 130, 130)  # 4 tiles of 64 in a 2 x 2 grid, 2 px gaps
+    top = examples(stripe_index, "3:6", mono2d)
+    crops = [example.crop() for channel in range(16) for example in examples(stripe_index, f"3:{channel}", mono2d)]
+    assert len({crop.shape for crop in crops}) > 1  # crops of several shapes, each fitted into a tile
+    for place, example in enumerate(top):
+        row, column = divmod(place, 2)
+        shown = montages.images[1, :, row * 66:row * 66 + 64, column * 66:column * 66 + 64]
+        np.testing.assert_allclose(shown, expected_tile(example).numpy(), atol=1e-6)
+    sheet = montage([top[0].crop()], 3, 1)  # fewer crops than places: blank after the last
+    assert sheet.shape == (1, 130, 130) and (sheet[:, 66:, :64] == 1).all()
+
+    volume = torch.rand(1, 4, 6, 10)  # a volume's crop: its maximum along depth, fitted
+    tile = example_tile(volume)
+    assert tile.shape == (1, 64, 64) and (tile[:, :13] == 1).all() and (tile[:, 51:] == 1).all()
+    np.testing.assert_allclose(tile[:, 13:51], torch.nn.functional.interpolate(
+        volume.amax(1)[None], size=(38, 64), mode="bilinear", antialias=True)[0].clamp(0, 1), atol=1e-6)
+
+    target = parse_targets("3:5", mono2d)[0]
+    numbers = dataset_numbers(stripe_index, [target], [0.7], mono2d)
+    assert numbers == [UnitNumbers("3:5", compare_with_dataset(stripe_index, target, 0.7, mono2d).describe())]
+    flagged = UnitNumbers("3:5", "2.00x dataset max (of 8 images)", "path -0.100 (UNNATURAL PATH; ...)", True)
+    assert flagged.text() == "3:5: 2.00x dataset max (of 8 images) · path -0.100 (UNNATURAL PATH; ...)"
+    assert '<span style="color: #ff6b6b;">path -0.100' in flagged.html()
+    assert "checking the path" in numbers[0].text()
+
+    not_an_index = tmp_path / "notes.sqlite"
+    not_an_index.write_text("not a database")
+    for path, sentence in [(tmp_path / "missing.sqlite", "No dataset-example index at"),
+                           (not_an_index, "is not a dataset-example index")]:
+        with pytest.raises(studio.StudioError, match=sentence):
+            check_index(path, mono2d)
+    with pytest.raises(studio.StudioError, match="was built for Sequential with other weights"):
+        check_index(stripe_index, other_stripe_net())
+
+
+def wait_for_examples(qtbot, widget) -> None:
+    """Wait until the examples panel's jobs (crops, path checks) have ended."""
+    qtbot.waitUntil(lambda: not widget.examples_panel.busy, timeout=120_000)
+
+
+def world_box(layer) -> np.ndarray:
+    """A layer's ``[[top, left], [bottom, right]]`` pixel edges on the canvas."""
+    half = np.asarray(layer.scale[-2:]) / 2
+    return np.asarray(layer.extent.world)[:, -2:] + np.array([-half, half])
+
+
+@gui
+@needs_display
+def test_examples_appear_beside_the_render_with_the_crops_pixels_and_its_dataset_numbers(open_studio_widget, qtbot,
+                                                                                        mono2d, stripe_index):
+    from studio.exemplars import examples
+    from studio.exemplars.scores import compare_with_dataset, path_check
+    from studio.viewer.streaming import EXAMPLES_KEY
+
+    viewer, widget = open_studio_widget(mono2d)
+    widget.examples_panel.set_index(str(stripe_index))
+    assert widget.message.value == "Dataset examples from stripes.sqlite: 8 images, 3 (16 channels)."
+    render_and_watch(qtbot, widget, "3:5", steps=6, size=24, every=2)
+    wait_for_examples(qtbot, widget)
+    panel, render = widget.render_panel, widget.render_panel.image_layer
+    shown = viewer.layers["examples · 3:5"]
+    assert len(viewer.layers) == 2 and shown.metadata[EXAMPLES_KEY] and not shown.rgb
+    assert shown.data.shape == (130, 130) and shown.colormap.name == "gray"
+    (top, left), (bottom, right) = world_box(render)
+    (shown_top, shown_left), (shown_bottom, _) = world_box(shown)
+    assert shown_left > right and shown_top == pytest.approx(top)  # to its right, level with it
+    assert shown_bottom == pytest.approx(bottom)
+    first = expected_tile(examples(stripe_index, "3:5", mono2d)[0])
+    np.testing.assert_allclose(shown.data[:64, :64], first[0].numpy(), atol=1e-6)  # the crops' pixels
+
+    result = panel.last_frame.result
+    multiple = compare_with_dataset(stripe_index, result.targets[0], float(result.clean_values[0]), mono2d)
+    path = path_check(mono2d, stripe_index, "3:5", result.images[0])
+    status = panel.status.value
+    assert f"3:5: {multiple.describe()} · " in status and path.describe() in status
+    assert ("color: #ff6b6b" in status) == path.flagged
+    assert [entry[1] for entry in widget.attribution_panel.source._default_choices()] == [render]
+
+    render_and_watch(qtbot, widget, "3:5", steps=2, size=24, every=1, count=3)  # a stack: one montage per unit
+    wait_for_examples(qtbot, widget)
+    stack, montages = widget.render_panel.image_layer, viewer.layers["examples · 3:5-7"]
+    assert montages.data.shape == (3, 130, 130) and viewer.dims.nsteps[0] == 3  # on the render's slider
+    second = expected_tile(examples(stripe_index, "3:6", mono2d)[0])
+    np.testing.assert_allclose(montages.data[1, :64, :64], second[0].numpy(), atol=1e-6)
+    assert world_box(stack)[1, 1] < world_box(montages)[0, 1] < world_box(montages)[1, 1] < left
+    assert widget.render_panel.status.value.count("x dataset max") == 3 and hook_count(mono2d.module) == 0
+
+
+@gui
+@needs_display
+def test_a_bad_examples_index_is_one_sentence_and_units_it_lacks_say_so_once(open_studio_widget, qtbot, mono2d,
+                                                                            stripe_index, tmp_path):
+    not_an_index = tmp_path / "notes.sqlite"
+    not_an_index.write_text("not a database")
+    viewer, widget = open_studio_widget(other_stripe_net())
+    for path, start in [(tmp_path / "missing.sqlite", "No dataset-example index at"),
+                        (not_an_index, f"{str(not_an_index)!r} is not a dataset-example index"),
+                        (stripe_index, f"Index {str(stripe_index)!r} was built for Sequential with other weights")]:
+        widget.examples_panel.set_index(str(path))
+        message = widget.message.value
+        assert message.startswith(start) and message.endswith(".") and "\n" not in message
+        assert len(viewer.layers) == 0 and not widget.examples_panel.busy
+    render_and_watch(qtbot, widget, "3:5", steps=2, size=24, every=1)  # the render goes on, without examples
+    assert [layer.name for layer in viewer.layers] == ["3:5"] and "dataset max" not in widget.render_panel.status.value
+
+    viewer, widget = open_studio_widget(mono2d)
+    widget.examples_panel.set_index(str(stripe_index))
+    render_and_watch(qtbot, widget, "logits:1", steps=2, size=24, every=1)
+    wait_for_examples(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["logits:1"]
+    assert widget.render_panel.status.value.count("not in the index") == 1
+
+
+@gui
+@needs_display
+def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, stripe_index):
+    import imageio.v3 as iio
+
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch\n\nfrom tests.synthetic import stripe_net\n\ndef model():\n"
+                       "    torch.manual_seed(0)\n    return stripe_net()\n")
+    out = tmp_path / "figure.png"
+    command = [sys.executable, "-m", "studio", "view", f"{factory}:model", "--input", "1x24x24", "--mean", "0",
+               "--std", "1", "--device", "cpu", "--target", "3:5", "--steps", "4", "--size", "24",
+               "--examples", str(stripe_index), "--screenshot", str(out), "--window-size", "1000x700"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    shot = iio.imread(out)[..., :3].astype(np.float32)
+    record = json.loads(out.with_suffix(".json").read_text())
+    render, examples = record["layers"]["3:5"]["box"], record["layers"]["examples · 3:5"]["box"]
+    assert render[2] <= examples[0] and abs(render[1] - examples[1]) <= 2  # side by side, tops level
+    background = shot[2, render[0]]  # the canvas above the images
+    for x0, y0, x1, y1 in (render, examples):
+        region = shot[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
+        assert (np.abs(region - background).max(-1) > 30).mean() > 0.3 and region.std() > 10
+    assert len(record["dataset"]) == 1 and "x dataset max" in record["dataset"][0] and "path" in record["dataset"][0]

@@ -14,7 +14,7 @@ from studio.commands.common import add_model_arguments, add_render_arguments, mo
 from studio.errors import StudioError
 from studio.io import read_input
 from studio.targets import parse_target
-from studio.viewer.streaming import DEFAULT_LAYER, METHODS, VIEWER_FIELDS
+from studio.viewer.streaming import DEFAULT_LAYER, METHODS, VIEWER_FIELDS, check_index
 
 INSTALL_HINT = "studio view needs napari and Qt: install the viewer extra with pip install 'feature-studio[viewer]'."
 
@@ -38,6 +38,9 @@ def register(subparsers) -> None:
                             help=f"{spec.help} (default: {spec.default})")
     parser.add_argument("--method", default=METHODS[0], choices=METHODS,
                         help=f"attribution method (default: {METHODS[0]})")
+    parser.add_argument("--examples", default=None, metavar="INDEX.sqlite",
+                        help="a dataset-example index (studio index): the rendered unit's top images beside the "
+                             "render, and the render's value as a multiple of the dataset maximum with a path check")
     parser.add_argument("--screenshot", metavar="OUT.png", default=None,
                         help="render, attribute, save the whole window here (and OUT.json) and exit")
     parser.add_argument("--window-size", default="1600x1000", metavar="WxH", help="window size (default: 1600x1000)")
@@ -89,6 +92,8 @@ def run(args) -> int:
                           f"{args.window_size!r}.")
     settings = render_settings_from_args(args)
     fields = {spec.name: spec.check(getattr(args, spec.name)) for spec in VIEWER_FIELDS}
+    if args.examples is not None:
+        check_index(args.examples, None)  # not an index: one sentence before any model or window
     problem = display_problem()
     if problem is not None:
         raise StudioError(f"studio view opens a window, but {problem}; run it on a desktop, over ssh -X, or headless "
@@ -101,10 +106,13 @@ def run(args) -> int:
     model = model_from_args(args)
     if args.target is not None:
         parse_target(args.target, model)  # a bad target fails here, before any window opens
+    if args.examples is not None:
+        check_index(args.examples, model)  # an index of another model, too
     spec = model.spec
     images = [(Path(path).stem, read_input(path, spec.channels, spec.dims))
               for path in args.image]
     from studio.viewer.app import open_studio
 
     return open_studio(model, target=args.target, images=images, settings=settings, fields=fields,
-                       screenshot=args.screenshot, method=args.method, window_size=(width, height))
+                       screenshot=args.screenshot, method=args.method, examples=args.examples,
+                       window_size=(width, height))

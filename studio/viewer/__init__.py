@@ -1,10 +1,11 @@
 """The napari studio (needs the ``viewer`` extra: ``pip install 'feature-studio[viewer]'``).
 
 Importing this package imports neither napari nor Qt; ``StudioWidget`` is loaded on first use. Modules:
-``streaming`` (the Qt-free core: fields, render requests, the worker's generator, attribution jobs),
-``fields`` (magicgui fields built from setting descriptions), ``layers`` (images as napari layers: RGB, grey,
-one per channel, volumes), ``render_panel`` and ``attribution_panel``
-(the two halves of the dock widget), ``widget`` (the model section and both panels), ``app`` (``studio view``).
+``streaming`` (the Qt-free core: fields, render requests, the worker's generator, attribution jobs, dataset
+example montages and numbers), ``fields`` (magicgui fields built from setting descriptions), ``layers`` (images
+as napari layers: RGB, grey, one per channel, volumes), ``render_panel`` and ``attribution_panel``
+(the two halves of the dock widget), ``examples_panel`` (the model section's dataset-example index and what it
+adds to each render), ``widget`` (the model section and both panels), ``app`` (``studio view``).
 ``napari.yaml`` beside this file is the npe2 manifest (Plugins → Feature Studio).
 """
 

@@ -1,6 +1,6 @@
 """``studio view``: napari with the studio docked and filled in; with a screenshot path, a reproducible
-figure (render, attributions of each photo, the whole window saved as PNG; in napari's 3D view for volume
-models) made without a person."""
+figure (render, its dataset examples and numbers when an index is given, attributions of each photo, the whole
+window saved as PNG; in napari's 3D view for volume models) made without a person."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from studio.errors import StudioError
 from studio.io import is_rgb_image, write_image, write_json
 from studio.models import StudioModel
 from studio.settings import RenderSettings
-from studio.viewer.layers import add_image_layers, image_shape, place
+from studio.viewer.layers import add_image_layers, image_shape, place, place_right_of
 from studio.viewer.streaming import HEATMAP_KEY, METHODS, TARGETS_KEY, render_label, to_napari
 from studio.viewer.widget import StudioWidget
 
@@ -32,10 +32,11 @@ VOLUME_VIEW = (-20.0, 15.0, 0.0)
 def open_studio(model: StudioModel, *, target: str | None = None, images: Sequence[tuple[str, torch.Tensor]] = (),
                 settings: RenderSettings | None = None, fields: dict | None = None, screenshot: str | None = None,
                 method: str = METHODS[0], explain: Sequence[str] = ("visualised unit", "top class"),
-                window_size: tuple[int, int] = (1600, 1000), timeout: float = 1800) -> int:
+                examples: str | None = None, window_size: tuple[int, int] = (1600, 1000),
+                timeout: float = 1800) -> int:
     """Open napari with the studio docked, its fields filled (``target``, ``settings``, the viewer's own
-    ``fields`` by name) and ``images`` (``(name, [C, *size])`` in the model's layout) as layers. Without
-    ``screenshot``, run napari's event loop until the window closes.
+    ``fields`` by name, the ``examples`` index) and ``images`` (``(name, [C, *size])`` in the model's layout) as
+    layers. Without ``screenshot``, run napari's event loop until the window closes.
 
     With ``screenshot``: render, attribute each image (``method``) for what ``explain`` names (by default the
     rendered unit, then a copy for its top class), lay the layers out side by side (in napari's 3D view for a
@@ -48,6 +49,8 @@ def open_studio(model: StudioModel, *, target: str | None = None, images: Sequen
         widget = StudioWidget(viewer, model=model, autoload=False)
         viewer.window.add_dock_widget(widget, name="Feature Studio", area="right")
         widget.fill(target, method=method, **(settings.as_dict() if settings else {}), **(fields or {}))
+        if examples is not None:
+            widget.examples_panel.set_index(examples)
         shown = [_add_photo(viewer, name, image) for name, image in images]
         if shown:
             widget.attribution_panel.source.value = shown[0][0]
@@ -73,8 +76,9 @@ def _make_figure(viewer, widget: StudioWidget, photos: list[tuple[tuple[str, tor
                  explain: Sequence[str], path: str, timeout: float) -> int:
     errors: list[str] = []
     widget.failed.connect(errors.append)
-    renderer, explainer = widget.render_panel, widget.attribution_panel
+    renderer, explainer, exemplars = widget.render_panel, widget.attribution_panel, widget.examples_panel
     _run_and_wait(widget.run, renderer.finished, lambda: renderer.worker is not None, timeout)
+    _run_and_wait(lambda: None, exemplars.settled, lambda: exemplars.busy, timeout)
     frame = renderer.last_frame
     if errors or frame is None or not frame.done:
         raise StudioError(errors[0] if errors else f"The render did not finish within {timeout:g} seconds.")
@@ -94,12 +98,16 @@ def _make_figure(viewer, widget: StudioWidget, photos: list[tuple[tuple[str, tor
             groups.append([*shown, *added])
     dims = widget.model.spec.dims
     arrange(viewer, groups, dims)
+    if exemplars.layers:  # right of the render, which moves left to make room: the grid stays uncovered
+        place_right_of(exemplars.layers, render, dims, make_room=True)
+        viewer.reset_view()
     if dims == 3:
         viewer.camera.angles = VOLUME_VIEW
         viewer.fit_to_view()  # the turned volumes, whole
     viewer.text_overlay.visible = True
-    viewer.text_overlay.text = (f"{render_label(frame.result.targets)} · {frame.step} steps · "
-                                f"objective {frame.values.mean():.3g}")
+    viewer.text_overlay.text = "\n".join([f"{render_label(frame.result.targets)} · {frame.step} steps · "
+                                          f"objective {frame.values.mean():.3g}",
+                                          *(number.text() for number in exemplars.numbers)])
     viewer.text_overlay.font_size = 10
     viewer.layers.selection.active = render[0]
     _close_notifications(viewer)
@@ -110,6 +118,7 @@ def _make_figure(viewer, widget: StudioWidget, photos: list[tuple[tuple[str, tor
     record = {"screenshot": str(written), "model": widget.model.name, "targets": render[0].metadata.get(TARGETS_KEY),
               "settings": frame.result.settings, "steps_done": frame.step,
               "objective": [float(v) for v in frame.values], "device": str(widget.model.device),
+              "dataset": [number.text() for number in exemplars.numbers],
               "ndisplay": viewer.dims.ndisplay,
               "layers": {layer.name: {"box": window_box(viewer, layer, shot.shape) if flat else None,
                                       "heatmap": bool(layer.metadata.get(HEATMAP_KEY))}

@@ -18,6 +18,7 @@ from studio.errors import StudioError
 from studio.models import StudioModel
 from studio.targets import OUTPUT, Target, parse_target
 from studio.viewer.fields import complete_classes
+from studio.viewer.layers import shows_model_images
 from studio.viewer.streaming import (ATTRIBUTION_TARGETS, CHANNELS_KEY, HEATMAP_KEY, METHODS, TARGETS_KEY, Heatmap,
                                      attribute_images, error_message, images_from_layer, overlay)
 
@@ -80,8 +81,7 @@ class AttributionPanel(Container):
         self.attribute_button.enabled = self.worker is None and not loading
 
     def _source_choices(self, *_) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Image) and not layer.metadata.get(HEATMAP_KEY)]
+        return [(layer.name, layer) for layer in self.viewer.layers if shows_model_images(layer)]
 
     def _refresh_sources(self, *_) -> None:
         self.source.reset_choices()

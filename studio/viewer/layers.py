@@ -1,6 +1,7 @@
 """Images as napari layers: a model's images (:func:`studio.viewer.streaming.to_napari` data) shown as one
 RGB layer, one grey layer, or one layer per channel on napari's channel axis (additive), volumes as 3D
-layers; found again by name and updated in place; placed on the canvas by their spatial axes."""
+layers; found again by name and updated in place; placed on the canvas by their spatial axes, and beside
+each other."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 from napari.layers import Image
 
-from studio.viewer.streaming import CHANNELS_KEY, ChannelSet, channel_names, layer_arrays
+from studio.viewer.streaming import CHANNELS_KEY, EXAMPLES_KEY, HEATMAP_KEY, ChannelSet, channel_names, layer_arrays
+
+#: Gap between an image and what is placed beside it, as a fraction of the image's height.
+GAP = 0.05
 
 
 def add_image_layers(viewer, images: np.ndarray, rgb: bool, name: str) -> list[Image]:
@@ -53,9 +57,33 @@ def image_shape(layer: Image) -> tuple[int, int]:
     return tuple(shape[-3:-1]) if layer.rgb else tuple(shape[-2:])
 
 
+def shows_model_images(layer) -> bool:
+    """Whether a layer holds images the model takes (a photo, a render), not a heat map or dataset examples."""
+    return isinstance(layer, Image) and not layer.metadata.get(HEATMAP_KEY) and not layer.metadata.get(EXAMPLES_KEY)
+
+
 def place(layer: Image, scale: float, top: float, left: float, dims: int) -> None:
     """Scale a layer's ``dims`` spatial axes by ``scale`` (a volume's depth too, so voxels stay cubes) and put
-    its top-left corner at ``(top, left)``; leading axes (the unit slider) keep their place."""
+    its top-left corner at ``(top, left)``; leading axes (the unit slider) keep their place. A layer already
+    there is left alone (no redraw), so calling it on every frame costs nothing."""
     lead = layer.ndim - dims
-    layer.scale = (*layer.scale[:lead], *[scale] * dims)
-    layer.translate = (*layer.translate[:lead], *[0.0] * (dims - 2), top, left)
+    scales = (*layer.scale[:lead], *[scale] * dims)
+    offsets = (*layer.translate[:lead], *[0.0] * (dims - 2), top, left)
+    if not (np.allclose(layer.scale, scales) and np.allclose(layer.translate, offsets)):
+        layer.scale, layer.translate = scales, offsets
+
+
+def place_right_of(layers: Sequence[Image], anchors: Sequence[Image], dims: int, make_room: bool = False) -> None:
+    """Scale ``layers`` to the height of ``anchors`` (the layers of one image set) and put them just right of it,
+    pixel edges level; ``make_room`` first moves the anchors left by that width, so the layers cover nothing
+    that was beside them."""
+    (rows, columns), step = image_shape(anchors[0]), float(anchors[0].scale[-1])
+    top, left = (float(offset) - step / 2 for offset in anchors[0].translate[-2:])  # pixel edges, not centres
+    scale = rows * step / image_shape(layers[0])[0]
+    gap = GAP * rows * step
+    if make_room:
+        left -= image_shape(layers[0])[1] * scale + gap
+        for layer in anchors:
+            place(layer, step, top + step / 2, left + step / 2, dims)
+    for layer in layers:
+        place(layer, scale, top + scale / 2, left + columns * step + gap + scale / 2, dims)

@@ -25,8 +25,9 @@ from studio.models import StudioModel
 from studio.settings import RenderSettings, setting_fields
 from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info, parse_target, resolve_layer
 from studio.viewer.fields import complete_classes, set_value, setting_widget
-from studio.viewer.layers import add_image_layers, find_image_layers, image_shape, place, update_image_layers
-from studio.viewer.streaming import (DEFAULT_LAYER, HEATMAP_KEY, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame,
+from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, shows_model_images,
+                                  update_image_layers)
+from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame,
                                      RenderRequest, error_message, render_label, stream)
 
 #: Seconds between status-text and progress-bar refreshes for steps that bring no image.
@@ -45,6 +46,8 @@ class RenderPanel(Container):
     run the model at once. Messages for the user go out through ``message``.
     """
 
+    #: Emitted when a render starts, with its targets.
+    started = Signal(object)
     #: Emitted (main thread) after a frame's images are shown in the image layers.
     frame_shown = Signal(object)
     #: Emitted when a render ends (finished, stopped or failed), with the last frame or None.
@@ -219,6 +222,7 @@ class RenderPanel(Container):
         self.worker = worker
         self.status.value = f"rendering {self._name} ..."
         self.message.emit("", False)
+        self.started.emit(targets)
         worker.start()
 
     def stop(self, *_) -> None:
@@ -278,8 +282,7 @@ class RenderPanel(Container):
 
     def _place_beside_others(self, layers: list[Image]) -> None:
         """Scale a new render to the height of the other images and put it to their left."""
-        others = [other for other in self.viewer.layers
-                  if other not in layers and isinstance(other, Image) and not other.metadata.get(HEATMAP_KEY)]
+        others = [other for other in self.viewer.layers if other not in layers and shows_model_images(other)]
         if not others:
             return
         extents = np.array([other.extent.world[:, -2:] for other in others])
@@ -288,5 +291,5 @@ class RenderPanel(Container):
         rows, cols = image_shape(layers[0])
         scale = height / rows
         for layer in layers:
-            place(layer, scale, top, left - cols * scale - 0.05 * height, self.model.spec.dims)
+            place(layer, scale, top, left - cols * scale - GAP * height, self.model.spec.dims)
         self.viewer.reset_view()

@@ -1,6 +1,8 @@
 """The Qt-free core of the napari studio: the viewer's own fields, what to render (from the panel's fields),
-the generator its worker thread runs, attribution jobs, and conversions between image tensors
-(``[B, C, *size]``) and napari layer data (RGB pictures, grey images, one layer per channel, volumes).
+the generator its worker thread runs, attribution jobs, conversions between image tensors
+(``[B, C, *size]``) and napari layer data (RGB pictures, grey images, one layer per channel, volumes), and the
+dataset examples shown beside a render (which units an index holds, montages of their top crops, the render's
+dataset numbers).
 
 Nothing here imports napari or Qt, so it runs (and is tested) without a display.
 """
@@ -10,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from contextlib import closing, nullcontext
+from dataclasses import dataclass, field, replace
+from html import escape
 from math import prod
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,9 +25,13 @@ from studio.attribution import CAM_METHODS
 from studio.attribution import METHODS as ATTRIBUTION_METHODS
 from studio.attribution import explain
 from studio.engine import RenderResult, optimize
+from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
-from studio.io import is_rgb_image
-from studio.models import InputSpec, StudioModel
+from studio.exemplars import IndexInfo, examples, index_info, store
+from studio.exemplars.build import weights_digest
+from studio.exemplars.scores import channel_of, compare_with_dataset, path_check
+from studio.io import image_grid, is_rgb_image
+from studio.models import InputSpec, StudioModel, resample
 from studio.settings import RenderSettings, SettingField
 from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
 
@@ -43,8 +51,10 @@ VIEWER_FIELDS = (
                  "slider axis", minimum=1, maximum=256),
     SettingField("every", int, 4, "show the image every N steps", minimum=1, maximum=1000),
     SettingField("seed", int, 0, "random seed of the first image (image i gets seed + i)",
-                 minimum=0, maximum=2**31 - 1),
+                 minimum=0, maximum=SEED_LIMIT - 1),
 )
+#: The largest value a Qt integer spin box holds.
+SPIN_BOX_LIMIT = 2**31 - 1
 #: Bound of a spin box for a setting that has no limit of its own (the setting's validation still applies).
 UNBOUNDED = 10**9
 #: napari layer metadata: heat-map layers are marked, rendered layers record their target names, and each
@@ -52,6 +62,14 @@ UNBOUNDED = 10**9
 HEATMAP_KEY = "studio_heatmap"
 TARGETS_KEY = "studio_targets"
 CHANNELS_KEY = "studio_channels"
+#: napari layer metadata marking the layers that show a render's dataset examples.
+EXAMPLES_KEY = "studio_examples"
+#: The colour of errors and warnings in the widget's text.
+ERROR_COLOUR = "#ff6b6b"
+#: Side of one dataset example's tile in a montage (pixels), and how many units of a stack get dataset numbers
+#: (each path check runs the model over the unit's top examples and random images).
+TILE = 64
+NUMBERED_UNITS = 4
 
 _VIEWER_DEFAULTS = {spec.name: spec.default for spec in VIEWER_FIELDS}
 
@@ -60,7 +78,9 @@ def field_range(spec: SettingField) -> tuple[float, float]:
     """The (min, max) a spin box offers for a numeric field: its own limits, else unbounded (a positive
     setting starts at 0 and its validation names the problem)."""
     low = spec.minimum if spec.minimum is not None else (0 if spec.positive else -UNBOUNDED)
-    return low, spec.maximum if spec.maximum is not None else UNBOUNDED
+    # Qt's spin boxes hold 32-bit integers: a larger limit (the seed's) is offered up to that.
+    high = spec.maximum if spec.maximum is not None else UNBOUNDED
+    return low, min(high, SPIN_BOX_LIMIT) if spec.kind is int else high
 
 
 class WorkerError(Exception):
@@ -296,3 +316,122 @@ def attribute_images(model: StudioModel, images: torch.Tensor, method: str, targ
     names = list(dict.fromkeys(target.short for target in result.targets))
     label = ("top class " if targets == [None] else "") + (names[0] if len(names) == 1 else f"{names[0]} ...")
     return Heatmap(result.maps.detach().float().cpu().numpy(), result.method, label)
+
+
+# ---------------------------------------------------------------- dataset examples
+
+
+def check_index(path: str | Path, model: StudioModel | None) -> IndexInfo:
+    """What the index at ``path`` holds, checked against ``model`` (input and weights) when one is given; a
+    missing file, a file that is no index or an index of another model is one ``StudioError`` sentence."""
+    info = index_info(path)
+    if model is None:
+        return info
+    with closing(store.open_index(path)) as connection:
+        weights = store.read_meta(connection).get("weights")
+    if info.input != model.spec.describe() or weights != weights_digest(model.module):
+        differ = f"input {info.input}" if info.input != model.spec.describe() else "other weights"
+        raise StudioError(f"Index {str(path)!r} was built for {info.model} with {differ}, not for the loaded "
+                          f"{model.name} ({model.spec.describe()}); pick its index or build one with studio index.")
+    return info
+
+
+def indexed_units(info: IndexInfo, targets: Sequence[Target]) -> list[str]:
+    """The index's channel for each rendered target (``blocks.4:12@3,3`` -> ``blocks.4:12``); a ``StudioError``
+    sentence says why the render has no examples (a whole layer, a layer the index does not hold)."""
+    layer = targets[0].layer_name
+    if layer not in info.layers:
+        raise StudioError(f"{render_label(targets)} is not in the index {info.path.name} (it holds "
+                          f"{', '.join(info.layers)}).")
+    return [channel_of(target) for target in targets]
+
+
+def example_tile(crop: torch.Tensor, size: int = TILE) -> torch.Tensor:
+    """A crop ``[C, h, w]`` as a ``[C, size, size]`` tile: scaled to fit (aspect kept, antialiased) and centred
+    on white; a volume's crop ``[C, d, h, w]`` by its maximum along depth (as napari's 3D view draws volumes)."""
+    image = (crop.amax(1) if crop.dim() == 4 else crop).float()
+    height, width = image.shape[1:]
+    fit = (max(1, round(height * size / max(height, width))), max(1, round(width * size / max(height, width))))
+    fitted = resample(image[None], fit, antialias=True)[0].clamp(0, 1)
+    top, left = (size - fit[0]) // 2, (size - fit[1]) // 2
+    tile = torch.ones(image.shape[0], size, size)
+    tile[:, top:top + fit[0], left:left + fit[1]] = fitted
+    return tile
+
+
+def montage(crops: Sequence[torch.Tensor], places: int, channels: int, size: int = TILE) -> torch.Tensor:
+    """A unit's crops, best first, as tiles in a near-square grid of ``places`` (blank after the last crop):
+    ``[C, H, W]``."""
+    tiles = [example_tile(crop, size) for crop in crops]
+    tiles += [torch.ones(channels, size, size)] * (places - len(tiles))
+    return image_grid(torch.stack(tiles))
+
+
+@dataclass(frozen=True)
+class Montages:
+    """The montage layer data of a render's units (:func:`to_napari` of ``[units, C, *size]``; a volume model's
+    montages are one voxel deep, on the render's axes) and the layer's ``name``."""
+
+    name: str
+    images: np.ndarray
+    rgb: bool
+
+
+def load_montages(index: str | Path, units: Sequence[str], model: StudioModel, name: str,
+                  size: int = TILE) -> Montages:
+    """One montage of top crops per unit (read from the image files: run it in a worker), for layer ``name``."""
+    crops = [[example.crop() for example in examples(index, unit, model)] for unit in units]
+    places = max(len(unit) for unit in crops)
+    if not places:
+        raise StudioError(f"Index {Path(index).name} holds no examples of {units[0]} yet; index some images.")
+    sheets = torch.stack([montage(unit, places, model.spec.channels, size) for unit in crops])
+    if model.spec.dims == 3:
+        sheets = sheets[:, :, None]
+    return Montages(name, to_napari(sheets), is_rgb_image(sheets[0]))
+
+
+@dataclass(frozen=True)
+class UnitNumbers:
+    """A rendered unit beside its dataset: its clean value as a ``multiple`` of the dataset maximum and its
+    ``path`` check (None while it is computed; ``flagged`` when the render takes an unnatural path)."""
+
+    unit: str
+    multiple: str
+    path: str | None = None
+    flagged: bool = False
+
+    def text(self) -> str:
+        """``blocks.4:12: 1.20x dataset max (of 8 images) · path +0.012 (natural path; ...)``."""
+        return f"{self.unit}: {self.multiple} · {self.path or 'checking the path ...'}"
+
+    def html(self) -> str:
+        """The text as rich text for a Qt label, the path check in red when flagged."""
+        path = escape(self.path or "checking the path ...")
+        if self.flagged:
+            path = f'<span style="color: {ERROR_COLOUR};">{path}</span>'
+        return f"{escape(self.unit)}: {escape(self.multiple)} · {path}"
+
+
+def dataset_numbers(index: str | Path, targets: Sequence[Target], values: Sequence[float],
+                    model: StudioModel) -> list[UnitNumbers]:
+    """The first units' clean values as multiples of their dataset maximum (quick: statistics the index holds)."""
+    return [UnitNumbers(target.short, compare_with_dataset(index, target, value, model).describe())
+            for target, value in zip(targets[:NUMBERED_UNITS], values)]
+
+
+def check_paths(model: StudioModel, index: str | Path, numbers: Sequence[UnitNumbers], targets: Sequence[Target],
+                images: torch.Tensor, lock: threading.Lock | None = None) -> list[UnitNumbers]:
+    """``numbers`` with each unit's path check (:func:`studio.exemplars.scores.path_check` of its render, or why
+    there is none); it runs the model, holding ``lock``, so run it in a worker."""
+    guard = lock if lock is not None else nullcontext()
+    checked = []
+    for number, target, image in zip(numbers, targets, images):
+        try:
+            with guard:
+                check = path_check(model, index, target, image)
+            checked.append(replace(number, path=check.describe(), flagged=check.flagged))
+        except StudioError as error:
+            checked.append(replace(number, path=f"no path check: {error}"))
+        except RuntimeError as error:
+            raise WorkerError(error_message(error)) from error
+    return checked

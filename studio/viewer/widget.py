@@ -1,5 +1,6 @@
-"""The Feature Studio dock widget: the model section above the render panel (feature visualisations streamed
-live into an image layer) and the attribution panel (heat maps as overlay layers).
+"""The Feature Studio dock widget: the model section (with an optional dataset-example index, whose top crops
+appear beside each render) above the render panel (feature visualisations streamed live into an image layer)
+and the attribution panel (heat maps as overlay layers).
 
 The widget owns what the panels share: the model (loaded in a worker, handed to both panels), the lock that
 keeps them from running it at once, the message line and which buttons are enabled.
@@ -22,8 +23,9 @@ from qtpy.QtWidgets import QFileDialog
 
 from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, runs_code, untrusted_code
 from studio.viewer.attribution_panel import AttributionPanel
+from studio.viewer.examples_panel import ExamplesPanel
 from studio.viewer.render_panel import RenderPanel
-from studio.viewer.streaming import WorkerError, error_message
+from studio.viewer.streaming import ERROR_COLOUR, WorkerError, error_message
 
 # Note: torch's optimisers import torch._dynamo, and with it Triton, on first use. Triton loaded after Mesa's
 # software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
@@ -56,7 +58,8 @@ class StudioWidget(Container):
     heat-map overlay.
 
     ``model`` skips loading (tests, ``studio view``); otherwise ``autoload`` loads the model named in the
-    model field in the background. Run and Attribute load the model first when its fields changed.
+    model field in the background. Run and Attribute load the model first when its fields changed. With an
+    examples index (:meth:`ExamplesPanel.set_index`), each render gets its units' dataset examples beside it.
     """
 
     #: Emitted with the loaded model.
@@ -81,13 +84,14 @@ class StudioWidget(Container):
                               tooltip="a .py factory or a pickled .pt runs its code when loaded: only for files you trust")
         self.model_info = Label(value="no model loaded")
         self.render_panel = RenderPanel(napari_viewer, self._lock)
+        self.examples_panel = ExamplesPanel(napari_viewer, self.render_panel, self._lock)
         self.attribution_panel = AttributionPanel(napari_viewer, self._lock, self.render_panel.current_targets)
         self.message = Label(value="")
         self.extend([
             Label(value="<b>Model</b>"),
             Container(layout="horizontal", labels=False,
                       widgets=[self.model_name, self.browse_button, self.load_button]),
-            Container(labels=True, widgets=[self.device]), self.trust, self.model_info,
+            Container(labels=True, widgets=[self.device]), self.trust, self.model_info, self.examples_panel,
             Label(value="<b>Feature visualisation</b>"), self.render_panel,
             Label(value="<b>Attribution</b>"), self.attribution_panel,
             self.message,
@@ -97,11 +101,13 @@ class StudioWidget(Container):
             label.native.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
         self.load_button.changed.connect(lambda: self.load())
+        self.model_name.changed.connect(self._forget_trust)
         self.browse_button.changed.connect(self._browse)
         self.render_panel.run_button.changed.connect(lambda: self.run())
         self.attribution_panel.attribute_button.changed.connect(lambda: self.attribute())
-        for panel in (self.render_panel, self.attribution_panel):
+        for panel in (self.render_panel, self.attribution_panel, self.examples_panel):
             panel.message.connect(self.show_message)
+        for panel in (self.render_panel, self.attribution_panel):
             panel.finished.connect(self._update_buttons)
 
         if model is not None:
@@ -113,9 +119,9 @@ class StudioWidget(Container):
 
     @property
     def busy(self) -> bool:
-        """Whether a render, an attribution or a model load is running."""
+        """Whether a render, an attribution, a model load or a dataset-example job is running."""
         workers = (self.render_panel.worker, self.attribution_panel.worker, self.load_worker)
-        return any(worker is not None for worker in workers)
+        return any(worker is not None for worker in workers) or self.examples_panel.busy
 
     def load(self, then=None) -> None:
         """Load the model named in the model field, in a worker; ``then()`` runs once it is loaded."""
@@ -166,6 +172,10 @@ class StudioWidget(Container):
         spec = self.model_name.value.strip() or DEFAULT_MODEL
         return self.model is not None and self._model_key == (spec, self.device.value)
 
+    def _forget_trust(self, *_) -> None:
+        """Trust is given to one file: naming another model clears the box."""
+        self.trust.value = False
+
     def _browse(self, *_) -> None:
         path, _ = QFileDialog.getOpenFileName(self.native, "Model file", "",
                                               "Models (*.pt *.pth *.ts *.py);;All files (*)")
@@ -215,7 +225,7 @@ class StudioWidget(Container):
     def show_message(self, text: str, error: bool = False) -> None:
         """Show a message under the widget (errors in red, and as a napari notification)."""
         self.message.value = text
-        self.message.native.setStyleSheet("color: #ff6b6b;" if error else "")
+        self.message.native.setStyleSheet(f"color: {ERROR_COLOUR};" if error else "")
         if error:
             self.failed.emit(text)
             show_error(text)
