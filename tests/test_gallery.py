@@ -182,7 +182,9 @@ def test_changing_one_unit_rerenders_only_that_unit(dozen, tmp_path, lite0):
     assert not stale.exists()
     after = unit_files(out)
     changed_files = {name for name in before if after[name] != before[name]}
-    assert changed_files == {f"lite0/blocks.4/c009_s0.{ext}" for ext in ("png", "json", "gif")}
+    # Its unit page shows the new activation; every other page is left as it was.
+    assert changed_files == {f"lite0/blocks.4/c009_s0.{ext}" for ext in ("png", "json", "gif")} | {
+        "lite0/blocks.4/c009.html"}
     assert json.loads((out / "lite0/blocks.4/c009_s0.json").read_text())["settings"]["steps"] == 4
     assert len(json.loads((out / "manifest.json").read_text())["items"]) == 13
 

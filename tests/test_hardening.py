@@ -275,3 +275,17 @@ def test_studio_view_knows_when_there_is_no_display():
     assert display_problem({"DISPLAY": "remote:10.0"}, "linux") is None  # over ssh: cannot be probed cheaply
     assert display_problem({}, "darwin") is None
     assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+
+
+def test_a_truncated_attribution_overlay_is_made_again(tmp_path):
+    model, out = tiny_model(), tmp_path / "out"
+    iio.imwrite(tmp_path / "photo.png", (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC + '\n[attribution]\nphotos = ["photo.png"]\nmethod = "saliency"\n')
+    first = gallery.run(spec, out, models={"tiny": model}, progress=False)
+    overlay = next(out.rglob("*saliency*.png"))
+    whole = overlay.read_bytes()
+    overlay.write_bytes(whole[:100])
+    again = gallery.run(spec, out, models={"tiny": model}, progress=False)
+    assert len(first.attributed) == 4 and len(again.attributed) == 1 and again.rendered == []
+    assert overlay.read_bytes() == whole

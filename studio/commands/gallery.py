@@ -23,12 +23,14 @@ def run(args) -> int:
         spec = work.spec
         print(f"{spec.source}: valid; {len(spec.items)} images of {len(spec.units)} units from "
               f"{len(spec.models)} model(s); {len(work.done)} complete in {work.out_dir}, {len(work.pending)} to render"
-              + (f", {len(work.attribution_todo)} units to attribute" if spec.attribution.photos else ""))
+              + (f", {len(work.attribution_todo)} units to attribute" if spec.attribution.photos else "")
+              + (f", {len(work.examples_todo)} units to show dataset examples for" if spec.examples.index else ""))
         return 0
     report = gallery.run(args.spec, args.out, device=args.device, progress=not args.quiet)
     per_image = f" ({report.seconds_per_image:.2f} s per image)" if report.rendered else ""
     print(f"rendered {len(report.rendered)}, skipped {len(report.skipped)} already complete{per_image}"
           + (f", attributed {len(report.attributed)} units" if report.attributed else "")
+          + (f", dataset examples for {len(report.examples)} units" if report.examples else "")
           + (f"; out of GPU memory {len(report.halvings)}x, batch halved" if report.halvings else ""))
     print(f"wrote {report.index} and {len(report.sheets)} contact sheet(s) in {report.seconds:.1f} s")
     return 0

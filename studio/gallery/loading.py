@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from studio.errors import StudioError
+from studio.exemplars import IndexInfo, index_info, store
 from studio.gallery.validation import Checker, Span
 from studio.io import read_image
 from studio.models import StudioModel, load_model, parse_input, runs_code, untrusted_code
@@ -92,3 +94,21 @@ def read_photos(checker: Checker, photos: list[str], base: Path, where: str, spa
             checker.fail(where, str(error), checker.value_line(photo, span))
         paths.append(path)
     return tuple(paths), tuple(images), tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)
+
+
+def read_index(checker: Checker, name: str, base: Path, where: str, span: Span) -> tuple[Path, IndexInfo, str, str]:
+    """The dataset-example index a spec names (relative to the spec's folder): its path, what it holds, the digest
+    of the weights it was built with, and the SHA-256 of the file (which changes whenever the index does)."""
+    path = (base / name).resolve()
+    line = checker.line("index", span)
+    if not path.is_file():
+        checker.fail(where, f"index {name!r} does not exist (paths are relative to the spec's folder); build it with "
+                            f"studio index MODEL FOLDER --layers LAYERS --out {name}.", line)
+    try:
+        info = index_info(path)
+        with closing(store.open_index(path)) as connection:
+            weights = store.read_meta(connection)["weights"]
+    except StudioError as error:
+        checker.fail(where, str(error), line)
+    with path.open("rb") as handle:
+        return path, info, weights, hashlib.file_digest(handle, "sha256").hexdigest()

@@ -1,19 +1,18 @@
-"""Gallery files: per-image PNG + animation + provenance sidecar, attribution overlays, contact sheets,
-``manifest.json`` and a server-free ``index.html``. Every file is written atomically (temp file + rename);
-an image's sidecar JSON is written last, so its presence (with a matching key) means the image is complete.
+"""Gallery files: per-image PNG + animation + provenance sidecar, attribution overlays, dataset-example crops,
+contact sheets and ``manifest.json`` (the HTML pages are ``studio.gallery.pages``). Every file is written
+atomically (temp file + rename); an image's sidecar JSON is written last, so its presence (with a matching key)
+means the image is complete.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import platform
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import imageio.v3 as iio
 import numpy as np
@@ -76,16 +75,22 @@ def animation_path(item: Item, kind: str) -> str:
     return f"{item.unit.path}_s{item.seed}.{kind}"
 
 
-def attribution_marker(unit: Unit) -> str:
-    return f"{unit.path}.attribution.json"
+#: What follows a unit's path stem in the names of its own files (not one seed's): markers and its page.
+ATTRIBUTION_MARKER, EXAMPLES_MARKER, UNIT_PAGE = ".attribution.json", ".examples.json", ".html"
+
+
+def unit_file(unit: Unit, suffix: str) -> str:
+    """A unit's own file: ``model/layer/c012`` and ``suffix`` (``.html``, ``.example03.png``)."""
+    return f"{unit.path}{suffix}"
 
 
 def overlay_path(unit: Unit, method: str, index: int, photo: Path) -> str:
-    return f"{unit.path}.{safe_name(method)}.{index:02d}_{safe_name(photo.stem)}.png"
+    return unit_file(unit, f".{safe_name(method)}.{index:02d}_{safe_name(photo.stem)}.png")
 
 
-def sheet_path(model: str, layer_dir: str) -> str:
-    return f"sheets/{model}__{layer_dir}.png"
+def sheet_path(model: str, layer_dir: str, kind: str = "") -> str:
+    """A layer's contact sheet, ``kind`` ``"examples"`` for the one with dataset examples beside each render."""
+    return f"sheets/{model}__{layer_dir}{'.' + kind if kind else ''}.png"
 
 
 def read_json(path: Path) -> dict | None:
@@ -112,13 +117,31 @@ def complete(out: Path, item: Item, output: OutputOptions) -> dict | None:
     """The item's sidecar if the item is done with the same key, its files intact (and an animation, when
     one is wanted)."""
     sidecar = read_json(out / sidecar_path(item))
-    if not sidecar or sidecar.get("key") != item.key or not _intact(out, sidecar):
+    if not sidecar or sidecar.get("key") != item.key or not intact(out, sidecar):
         return None
     if output.animation != "none":
         animation = sidecar.get("files", {}).get("animation")
         if not animation or not animation.endswith(f".{output.animation}") or not (out / animation).is_file():
             return None
     return sidecar
+
+
+def fit(image: torch.Tensor, size: tuple[int, int], cover: bool = True) -> torch.Tensor:
+    """``[C, H, W]`` in ``[0, 1]`` resized to ``size`` with its aspect kept: scaled to fill and centre-cropped
+    (``cover``: photos to explain), or scaled to fit inside and centred on white (dataset-example tiles)."""
+    h, w = image.shape[-2:]
+    scale = (max if cover else min)(size[0] / h, size[1] / w)
+    shape = [max(1, round(side * scale)) for side in (h, w)]
+    shape = [(max if cover else min)(target, side) for target, side in zip(size, shape)]
+    resized = torch.nn.functional.interpolate(image[None].float(), size=shape, mode="bilinear", align_corners=False,
+                                              antialias=True)[0].clamp(0, 1)
+    if cover:
+        top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+        return resized[:, top:top + size[0], left:left + size[1]]
+    canvas = torch.ones(image.shape[0], *size, dtype=resized.dtype, device=resized.device)
+    top, left = (size[0] - shape[0]) // 2, (size[1] - shape[1]) // 2
+    canvas[:, top:top + shape[0], left:left + shape[1]] = resized
+    return canvas
 
 
 def write_animation(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
@@ -151,8 +174,8 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _intact(out: Path, sidecar: dict) -> bool:
-    """Every file the sidecar lists exists with the bytes it recorded (a file cut short by a full disk or a
+def intact(out: Path, sidecar: dict) -> bool:
+    """Every file a sidecar or marker lists exists with the bytes it recorded (a file cut short by a full disk or a
     copy, or altered since, is not; nor is a sidecar from before digests were recorded)."""
     files, digests = sidecar.get("files"), sidecar.get("sha256")
     if not isinstance(files, dict) or not isinstance(digests, dict) or set(files) != set(digests):
@@ -217,41 +240,89 @@ def tile_label(item: Item, several_seeds: bool) -> str:
     return f"{text} s{item.seed}" if several_seeds else text
 
 
-def write_sheets(out: Path, spec: GallerySpec) -> list[str]:
-    """One contact sheet per model and layer, tiles in spec order (seeds side by side); returns their paths."""
+def render_tile(out: Path, item: Item) -> np.ndarray:
+    """An item's PNG as ``H x W x 3`` uint8, the tile it is on every sheet."""
+    return iio.imread(out / image_path(item))[..., :3]
+
+
+def _by_layer(spec: GallerySpec) -> dict[tuple[str, str], list[Item]]:
+    """The items of each model and layer, in spec order (seeds side by side)."""
     layers: dict[tuple[str, str], list[Item]] = {}
-    for item in spec.items:
+    for item in sorted(spec.items, key=lambda i: (i.unit.order, i.seed)):
         layers.setdefault((item.unit.model, item.unit.layer_dir), []).append(item)
-    written = []
-    for (model, layer_dir), items in layers.items():
-        items = sorted(items, key=lambda i: (i.unit.order, i.seed))
+    return layers
+
+
+def _sheet_title(model: str, items: list[Item]) -> str:
+    first = items[0].settings
+    detail = f"{first.param} {first.size}px, {first.steps} steps" if len({i.settings for i in items}) == 1 \
+        else "mixed settings"
+    return f"{model} · {items[0].unit.target.layer_name} · {detail}"
+
+
+def _examples_rows(out: Path, items: list[Item], markers: dict[str, dict], several: bool
+                   ) -> tuple[list[np.ndarray], list[str], int]:
+    """One row per render: its tile, then its unit's crops (scores as labels), padded with white tiles."""
+    columns = 1 + max(len(markers[item.unit.path]["examples"]) for item in items)
+    tiles, labels = [], []
+    for item in items:
+        crops = markers[item.unit.path]["examples"]
+        blank = columns - 1 - len(crops)
+        render = render_tile(out, item)
+        tiles += [render, *(iio.imread(out / crop["file"])[..., :3] for crop in crops),
+                  *[np.full_like(render, 255)] * blank]
+        labels += [tile_label(item, several), *(f"{crop['score']:.3g}" for crop in crops), *[""] * blank]
+    return tiles, labels, columns
+
+
+def write_sheets(out: Path, spec: GallerySpec, markers: dict[str, dict]) -> list[str]:
+    """One contact sheet per model and layer, and beside it, where its units have dataset examples (``markers``
+    by unit path), one whose rows are a render followed by its crops; returns their paths."""
+    options, written = spec.output, []
+    for (model, layer_dir), items in _by_layer(spec).items():
         several = len({i.seed for i in items}) > 1
-        tiles = [iio.imread(out / image_path(i))[..., :3] for i in items]
-        layer = items[0].unit.target.layer_name
-        settings = {i.settings for i in items}
-        first = items[0].settings
-        detail = f"{first.param} {first.size}px, {first.steps} steps" if len(settings) == 1 else "mixed settings"
-        title = f"{model} · {layer} · {detail}"
-        sheet = contact_sheet(tiles, [tile_label(i, several) for i in items] if spec.output.labels else None,
-                              spec.output.columns, spec.output.tile, title)
-        relative = sheet_path(model, layer_dir)
-        dpi = spec.output.dpi
-        atomic_write(out / relative, lambda tmp: iio.imwrite(tmp, sheet, extension=".png", dpi=(dpi, dpi)))
-        written.append(relative)
+        title = _sheet_title(model, items)
+        labels = [tile_label(i, several) for i in items]
+        sheets = {"": ([render_tile(out, i) for i in items], labels, options.columns, title)}
+        shown = [i for i in items if i.unit.path in markers]
+        if shown:
+            sheets["examples"] = (*_examples_rows(out, shown, markers, several), f"{title} · dataset examples")
+        for kind, (tiles, labels, columns, heading) in sheets.items():
+            sheet = contact_sheet(tiles, labels if options.labels else None, columns, options.tile, heading)
+            relative = sheet_path(model, layer_dir, kind)
+            atomic_write(out / relative,
+                         lambda tmp, sheet=sheet: iio.imwrite(tmp, sheet, extension=".png", dpi=(options.dpi,) * 2))
+            written.append(relative)
     return written
 
 
 # ---------------------------------------------------------------------------------------------- manifest, index
 
+def dataset_numbers(item: Item, marker: dict | None) -> dict:
+    """A render's numbers beside its dataset (from its unit's examples marker): the unit's dataset maximum, the
+    render's value as a multiple of it, the path check (score, flag, natural range) and the crops; ``None``s
+    for a unit without examples."""
+    render = (marker or {}).get("renders", {}).get(item.id)
+    if render is None:
+        return {"dataset_max": None, "of_dataset_max": None, "path": None, "examples": None}
+    check = render["path_check"]
+    path = check and {"score": check["score"], "flagged": check["flagged"],
+                      "natural": [min(check["natural"]), max(check["natural"])]}
+    return {"dataset_max": render["dataset"]["maximum"], "of_dataset_max": render["dataset"]["multiple"],
+            "path": path, "examples": [crop["file"] for crop in marker["examples"]]}
+
+
 def write_manifest(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attributions: dict[str, dict],
-                   sheets: list[str]) -> dict:
-    """``manifest.json``: the spec (its text too), models, every item with its files and activation, sheets."""
+                   markers: dict[str, dict], sheets: list[str]) -> dict:
+    """``manifest.json``: the spec (its text too), models, every item with its files, activation and numbers
+    beside the dataset, sheets."""
     items = []
     for item in spec.items:
         sidecar = sidecars[item.id]
         items.append({"id": item.id, "model": item.unit.model, "target": item.unit.text, "label": item.unit.target.label,
                       "seed": item.seed, "key": item.key, "clean_activation": sidecar["clean_activation"],
-                      "sidecar": sidecar_path(item), **sidecar["files"],
+                      **dataset_numbers(item, markers.get(item.unit.path)),
+                      "sidecar": sidecar_path(item), "page": unit_file(item.unit, UNIT_PAGE), **sidecar["files"],
                       "attribution": attributions.get(item.unit.path, {}).get("files")})
     manifest = {"format": FORMAT, "title": spec.title, "description": spec.description, "updated": now(),
                 "spec": {"name": spec.source, "sha256": spec.sha256, "text": spec.text or None},
@@ -259,67 +330,6 @@ def write_manifest(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attr
                 "versions": library_versions(), "items": items, "sheets": sheets}
     write_json(out / MANIFEST, manifest)
     return manifest
-
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:14px}
-figure{margin:0;padding:6px;border:1px solid #ddd;border-radius:6px;background:#fafafa}
-figure img.unit{width:100%;image-rendering:auto;display:block}
-figcaption{font-size:.82em;margin-top:4px;line-height:1.35}
-.act{color:#555} .heat{display:flex;gap:3px;margin-top:4px} .heat img{width:32%}
-.sheets img{max-width:320px;border:1px solid #ddd;margin:4px}
-code{font-size:.95em} a{color:#0645ad}
-"""
-
-
-def _url(path: str) -> str:
-    return html.escape(quote(path))
-
-
-def write_index(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attributions: dict[str, dict],
-                sheets: list[str]) -> Path:
-    """A static ``index.html`` with every item (caption, seed, clean activation), its files and the sheets."""
-    e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(spec.title)}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{e(spec.title)}</h1>"]
-    if spec.description:
-        parts.append(f"<p>{e(spec.description)}</p>")
-    models = ", ".join(f"{e(m.name)} (<code>{e(m.spec)}</code>, weights sha256 {m.weights_sha256[:12]})"
-                       for m in spec.models.values())
-    parts.append(f"<p class='meta'>{len(spec.items)} images of {len(spec.units)} units · {models} · "
-                 f"spec {e(spec.source)} · updated {now()} · <a href='{MANIFEST}'>manifest.json</a></p>")
-    if sheets:
-        parts.append("<h2>Contact sheets</h2><div class='sheets'>"
-                     + "".join(f"<a href='{_url(s)}'><img src='{_url(s)}' alt='{e(s)}'></a>" for s in sheets) + "</div>")
-    section = None
-    for item in sorted(spec.items, key=lambda i: (i.unit.order, i.seed)):
-        unit, sidecar = item.unit, sidecars[item.id]
-        heading = (unit.model, unit.layer_dir)
-        if heading != section:
-            parts.append(("</div>" if section else "") + f"<h2>{e(unit.model)} · {e(unit.target.layer_name)}</h2>"
-                         "<div class='grid'>")
-            section = heading
-        files = sidecar["files"]
-        links = [f"<a href='{_url(sidecar_path(item))}'>provenance</a>"]
-        if files.get("animation"):
-            links.append(f"<a href='{_url(files['animation'])}'>animation</a>")
-        label = f"<br>{e(unit.target.label)}" if unit.target.label else ""
-        heat = ""
-        attribution = attributions.get(unit.path)
-        if attribution:
-            method = e(attribution["method"])
-            heat = "<div class='heat'>" + "".join(
-                f"<a href='{_url(path)}'><img loading='lazy' src='{_url(path)}' alt='{method}' title='{method} on {e(photo)}'></a>"
-                for photo, path in attribution["files"].items()) + "</div>"
-        parts.append(f"<figure data-id='{e(item.id)}'><img class='unit' loading='lazy' src='{_url(files['image'])}' alt='{e(unit.text)}'>"
-                     f"<figcaption><code>{e(unit.text)}</code> seed {item.seed}{label}<br>"
-                     f"<span class='act'>activation {sidecar['clean_activation']:.4g}</span> · {' · '.join(links)}"
-                     f"</figcaption>{heat}</figure>")
-    parts.append(("</div>" if section else "") + "</body></html>\n")
-    text = "\n".join(parts)
-    return atomic_write(out / INDEX, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def lock(out: Path):

@@ -22,11 +22,12 @@ from studio.display import overlay
 from studio.engine import optimize
 from studio.checks import output_folder
 from studio.errors import StudioError
+from studio.gallery.examples import read_markers, stale_units, write_examples
 from studio.gallery.output import (
-    FORMAT, INDEX, MANIFEST, attribution_marker, complete, describe_device, library_versions, lock, now, overlay_path,
-    read_json, remove_stale_temporaries, write_index, write_item, write_json,
-    write_manifest, write_sheets,
+    ATTRIBUTION_MARKER, FORMAT, INDEX, MANIFEST, complete, describe_device, file_digest, fit, intact, library_versions, lock, now,
+    overlay_path, read_json, remove_stale_temporaries, unit_file, write_item, write_json, write_manifest, write_sheets,
 )
+from studio.gallery.pages import write_index, write_unit_pages
 from studio.gallery.spec import GallerySpec, Item, ModelEntry, Unit, digest, load_spec
 from studio.io import to_uint8, write_image
 from studio.models import StudioModel
@@ -36,12 +37,14 @@ from studio.transforms import TransformSettings
 
 @dataclass
 class Plan:
-    """What a run will do: every item, which are already complete, and which units need attribution."""
+    """What a run will do: every item, which are already complete, and which units need attribution and
+    dataset examples (new, or stale since the index changed)."""
 
     spec: GallerySpec
     out_dir: Path
     done: dict[str, dict] = field(default_factory=dict)
     attribution_todo: list[Unit] = field(default_factory=list)
+    examples_todo: list[Unit] = field(default_factory=list)
 
     @property
     def pending(self) -> list[Item]:
@@ -50,7 +53,8 @@ class Plan:
 
 @dataclass
 class GalleryReport:
-    """What a run did: images rendered and skipped, units attributed, times, and the files it wrote."""
+    """What a run did: images rendered and skipped, units attributed and given dataset examples, times, and the
+    files it wrote."""
 
     out_dir: Path
     rendered: list[str]
@@ -60,6 +64,7 @@ class GalleryReport:
     seconds: float
     sheets: list[Path]
     halvings: list[tuple[int, int]]
+    examples: list[str] = field(default_factory=list)
 
     @property
     def manifest(self) -> Path:
@@ -101,10 +106,10 @@ def plan(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = 
         for unit in spec.units:
             if unit.whole_layer:
                 continue
-            marker = read_json(out / attribution_marker(unit))
-            if (not marker or marker.get("key") != _attribution_key(spec, unit)
-                    or not all((out / p).is_file() for p in marker.get("files", {}).values())):
+            marker = read_json(out / unit_file(unit, ATTRIBUTION_MARKER))
+            if not marker or marker.get("key") != _attribution_key(spec, unit) or not intact(out, marker):
                 result.attribution_todo.append(unit)
+    result.examples_todo = stale_units(spec, out)
     return result
 
 
@@ -213,16 +218,6 @@ class _Renderer:
             self.progress(0.0)
 
 
-def _fit(photo: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize the shorter side to the model's input and centre-crop: ``[3, H, W]`` at the input size."""
-    h, w = photo.shape[-2:]
-    scale = max(size[0] / h, size[1] / w)
-    resized = torch.nn.functional.interpolate(photo[None], size=(max(size[0], round(h * scale)), max(size[1], round(w * scale))),
-                                              mode="bilinear", align_corners=False, antialias=True)[0]
-    top, left = (resized.shape[1] - size[0]) // 2, (resized.shape[2] - size[1]) // 2
-    return resized[:, top:top + size[0], left:left + size[1]].clamp(0, 1)
-
-
 def _photo_name(path: Path, base: Path) -> str:
     """A photo's path as the spec wrote it (relative to the spec's folder when inside it)."""
     try:
@@ -241,7 +236,7 @@ def _attribute(plan_: Plan, bar) -> list[str]:
     for unit in plan_.attribution_todo:
         entry = spec.models[unit.model]
         model = entry.model
-        photos = torch.stack([_fit(photo, model.spec.size) for photo in options.images]).to(model.device)
+        photos = torch.stack([fit(photo, model.spec.size) for photo in options.images]).to(model.device)
         start = time.perf_counter()
         # explain() is attribute() with details: the Grad-CAM layer used and the unit's score on each photo.
         result = explain(model, photos, unit.target, options.method, layer=options.layer)
@@ -255,9 +250,10 @@ def _attribute(plan_: Plan, bar) -> list[str]:
             files[name] = relative
             records.append({"photo": name, "sha256": sha, "overlay": relative,
                             "score": score})
-        write_json(out / attribution_marker(unit), {
+        write_json(out / unit_file(unit, ATTRIBUTION_MARKER), {
             "format": FORMAT, "key": _attribution_key(spec, unit), "model": entry.identity(), "target": unit.text,
-            "method": options.method, "layer": result.layer, "files": files, "photos": records,
+            "method": options.method, "layer": result.layer, "files": files,
+            "sha256": {name: file_digest(out / path) for name, path in files.items()}, "photos": records,
             "seconds": time.perf_counter() - start, "finished": now(), "device": describe_device(model.device)})
         done.append(unit.path)
         bar.update(1)
@@ -271,7 +267,8 @@ def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = N
     """Render every item of ``spec`` (a TOML path, a parsed mapping or a ``GallerySpec``) into ``out_dir``.
 
     Validates the whole spec first, skips items already complete with the same settings, renders the rest
-    in batches, then writes attribution overlays, contact sheets, ``manifest.json`` and ``index.html``.
+    in batches, then writes attribution overlays, dataset-example crops and numbers, contact sheets,
+    ``manifest.json``, ``index.html`` and a page per unit.
     ``models`` maps model specs to already loaded models (used as they are); ``device`` applies to the others.
     """
     from tqdm.auto import tqdm
@@ -287,22 +284,26 @@ def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = N
     try:
         remove_stale_temporaries(out)
         skipped = list(work.done)
-        total = len(spec.items) + sum(not u.whole_layer for u in spec.units) * bool(spec.attribution.photos)
-        initial = total - len(work.pending) - len(work.attribution_todo)
+        total = (len(spec.items) + sum(not u.whole_layer for u in spec.units) * bool(spec.attribution.photos)
+                 + sum(map(spec.examples.covers, spec.units)))
+        initial = total - len(work.pending) - len(work.attribution_todo) - len(work.examples_todo)
         with tqdm(total=total, initial=initial, unit="image", desc="gallery", disable=not progress,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]") as bar:
             renderer = _Renderer(work, bar)
             renderer.run()
             attributed = _attribute(work, bar)
-        attributions = {unit.path: read_json(out / attribution_marker(unit)) for unit in spec.units
+            shown = write_examples(spec, out, work.done, work.examples_todo, bar)
+        attributions = {unit.path: read_json(out / unit_file(unit, ATTRIBUTION_MARKER)) for unit in spec.units
                         if spec.attribution.photos and not unit.whole_layer}
-        sheets = write_sheets(out, spec)
-        write_manifest(out, spec, work.done, attributions, sheets)
-        write_index(out, spec, work.done, attributions, sheets)
+        markers = read_markers(spec, out)
+        sheets = write_sheets(out, spec, markers)
+        write_manifest(out, spec, work.done, attributions, markers, sheets)
+        write_index(out, spec, work.done, attributions, markers, sheets)
+        write_unit_pages(out, spec, work.done, attributions, markers, sheets)
     finally:
         if handle is not None:
             handle.close()
     halvings = [h for batcher in renderer.batchers.values() for h in batcher.halvings]
     return GalleryReport(out, renderer.rendered, skipped, attributed, renderer.seconds, time.perf_counter() - start,
-                         [out / s for s in sheets], halvings)
+                         [out / s for s in sheets], halvings, shown)
 

@@ -23,7 +23,10 @@ import torch
 
 from studio.attribution import METHODS, method_options
 from studio.errors import StudioError
-from studio.gallery.loading import ModelEntry, load_entry, read_photos, weights_sha256
+from studio.exemplars import IndexInfo
+from studio.exemplars.build import weights_digest
+from studio.exemplars.scores import layers_below
+from studio.gallery.loading import ModelEntry, load_entry, read_index, read_photos, weights_sha256
 from studio.gallery.validation import SETTINGS_KEYS, Checker, Source
 from studio.models import StudioModel
 from studio.settings import RenderSettings
@@ -31,11 +34,14 @@ from studio.targets import Target, layer_info, parse_targets, safe_name
 from studio.transforms import TransformSettings
 
 ANIMATIONS = ("none", "gif", "mp4")
-TOP_KEYS = ("title", "description", "settings", "output", "attribution", "models")
+TOP_KEYS = ("title", "description", "settings", "output", "attribution", "examples", "models")
 MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "input", "mean", "std", "trust", "targets", *SETTINGS_KEYS)
 TARGET_KEYS = ("target", *(k for k in SETTINGS_KEYS if k != "batch"))
 OUTPUT_KEYS = ("dir", "columns", "labels", "animation", "frames", "fps", "tile", "dpi")
 ATTRIBUTION_KEYS = ("photos", "method", "layer")
+EXAMPLES_KEYS = ("index", "count", "path_check")
+#: Most dataset-example crops shown beside one render.
+MAX_EXAMPLES = 64
 
 __all__ = ["GallerySpec", "Item", "ModelEntry", "Unit", "digest", "load_spec", "parse_spec", "weights_sha256"]
 
@@ -63,6 +69,25 @@ class AttributionOptions:
     layer: str | None = None
     images: tuple[torch.Tensor, ...] = field(default=(), compare=False, repr=False)
     sha256: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExamplesOptions:
+    """``[examples]``: the dataset-example index (its SHA-256 decides when shown examples are redone, never a
+    render), crops shown per unit, whether to run the path check, the digest of the weights it was built with
+    (:func:`studio.exemplars.build.weights_digest`) and the spec's models that have them."""
+
+    index: Path | None = None
+    count: int = 8
+    path_check: bool = True
+    sha256: str = ""
+    weights: str = ""
+    models: tuple[str, ...] = ()
+    info: IndexInfo | None = field(default=None, compare=False, repr=False)
+
+    def covers(self, unit: Unit) -> bool:
+        """Whether ``unit`` is shown with dataset examples (a channel, neuron or class of an indexed model)."""
+        return self.index is not None and unit.model in self.models and not unit.whole_layer
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,7 @@ class GallerySpec:
     output: OutputOptions
     attribution: AttributionOptions
     base_dir: Path
+    examples: ExamplesOptions = field(default_factory=ExamplesOptions)
 
     @property
     def sha256(self) -> str:
@@ -178,6 +204,62 @@ def _attribution(checker: Checker, table: Mapping, base: Path) -> AttributionOpt
     return AttributionOptions(paths, method, layer, images, hashes)
 
 
+def _examples(checker: Checker, table: Mapping | None, base: Path) -> ExamplesOptions:
+    """``[examples]`` (when given) checked, its index opened (before any rendering) and hashed."""
+    if table is None:
+        return ExamplesOptions()
+    span = checker.section("examples")
+    where = "[examples]"
+    checker.keys(table, EXAMPLES_KEYS, where, span)
+    if "index" not in table:
+        checker.fail(where, 'index is missing; write index = "examples.sqlite" (built by studio index).',
+                     span[0] if span else None)
+    name = checker.typed(table["index"], str, where, "index", span)
+    count = checker.typed(table.get("count", 8), int, where, "count", span, minimum=1, maximum=MAX_EXAMPLES)
+    path_check = checker.typed(table.get("path_check", True), bool, where, "path_check", span)
+    path, info, weights, sha256 = read_index(checker, name, base, where, span)
+    if path_check and info.images - info.unreadable < 2:
+        checker.fail(where, f"the path check needs at least 2 indexed images, and {name!r} has "
+                            f"{info.images - info.unreadable}; index more or write path_check = false.",
+                     checker.line("index", span))
+    return ExamplesOptions(path, count, path_check, sha256, weights, (), info)
+
+
+def _indexed_models(checker: Checker, options: ExamplesOptions, models: Mapping[str, ModelEntry]) -> ExamplesOptions:
+    """The options with the models whose weights the index was built with; an index of none of them is an error."""
+    if options.index is None:
+        return options
+    names = tuple(name for name, entry in models.items() if weights_digest(entry.model.module) == options.weights)
+    if not names:
+        checker.fail("[examples]", f"index {options.index.name!r} was built with another model ({options.info.model} "
+                                   f"at {options.info.input}), not with the weights of {', '.join(models)}; index "
+                                   "the spec's model.", checker.line("index", checker.section("examples")))
+    return replace(options, models=names)
+
+
+def _check_indexed(checker: Checker, options: ExamplesOptions, models: Mapping[str, ModelEntry],
+                   items: list[Item]) -> None:
+    """Every unit shown with examples is a channel the index holds (and, for the path check, has layers with
+    maps below it), each mistake located at the unit's target line."""
+    info, first = options.info, {}
+    for item in items:
+        first.setdefault(item.unit, item)
+    for unit, item in first.items():
+        if not options.covers(unit):
+            continue
+        where = f"model {unit.model!r} target {unit.text!r}"
+        layer, channel = unit.target.layer_name, unit.target.channel
+        if info.layers.get(layer, 0) <= channel:
+            held = ", ".join(f"{name} (channels 0 to {count - 1})" for name, count in info.layers.items())
+            checker.fail(where, f"index {options.index.name!r} holds {held}, not {layer}:{channel}; index that layer "
+                                "or remove the target.", item.line)
+        if options.path_check:
+            try:
+                layers_below(models[unit.model].model, unit.target)
+            except StudioError as error:
+                checker.fail(where, f"{error.args[0].rstrip('.')}; write path_check = false in [examples].", item.line)
+
+
 def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: str | Path = ".",
                models: Mapping[str, StudioModel | str] | None = None,
                device: torch.device | str | None = None) -> GallerySpec:
@@ -197,11 +279,12 @@ def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: s
     checker.keys(settings_table, SETTINGS_KEYS, "[settings]", settings_span)
     defaults = checker.settings(settings_table, {**RenderSettings().as_dict(), "seeds": [0], "batch": None},
                                 "[settings]", settings_span)
-    for table_key in ("output", "attribution"):
+    for table_key in ("output", "attribution", "examples"):
         if not isinstance(data.get(table_key, {}), Mapping):
             checker.fail("the top level", f"{table_key} must be a table: write [{table_key}].", checker.line(table_key))
     output = _output(checker, data.get("output", {}), base)
     attribution = _attribution(checker, data.get("attribution", {}), base)
+    examples = _examples(checker, data.get("examples"), base)
 
     entries = data.get("models")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, Mapping) for e in entries):
@@ -230,7 +313,10 @@ def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: s
                          checker.line("targets", span) or (span[0] if span else None))
         loaded[model_name] = load_entry(checker, model_name, entry, where, span, models, device)
         _expand_model(checker, span, where, loaded[model_name], targets, model_settings, units, items)
-    spec = GallerySpec(title, description, name, text, loaded, list(units.values()), [], output, attribution, base)
+    examples = _indexed_models(checker, examples, loaded)
+    _check_indexed(checker, examples, loaded, list(items.values()))
+    spec = GallerySpec(title, description, name, text, loaded, list(units.values()), [], output, attribution, base,
+                       examples)
     for entry in loaded.values():
         entry.weights_sha256 = weights_sha256(entry.model.module)
     spec.items = [_keyed(item, loaded[item.unit.model]) for item in items.values()]

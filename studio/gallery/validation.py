@@ -83,11 +83,11 @@ class Checker:
                 hint = f"did you mean {close[0]!r}?" if close else f"valid keys are {', '.join(allowed)}."
                 self.fail(where, f"unknown key {key!r}; {hint}", self.line(key, span))
 
-    def typed(self, value, kind: type, where: str, key: str, span: Span, *, minimum=None, choices=None):
+    def typed(self, value, kind: type, where: str, key: str, span: Span, *, minimum=None, maximum=None, choices=None):
         """Check one value's type, range and allowed choices with the render settings' own rule
         (:meth:`SettingField.check`), located at its key; return it (ints accepted where floats are)."""
         try:
-            return SettingField(key, kind, None, "", choices, minimum).check(value)
+            return SettingField(key, kind, None, "", choices, minimum, maximum).check(value)
         except StudioError as error:
             self.fail(where, str(error), self.line(key, span))
 
