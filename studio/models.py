@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -219,6 +220,19 @@ def runs_code(spec: str) -> bool:
             return not any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
     except (OSError, zipfile.BadZipFile):
         return True
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over every tensor of the state dict (names, dtypes, shapes and bytes), in state-dict order."""
+    hasher = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()
 
 
 def untrusted_code(spec: str, opt_in: str) -> str:

@@ -625,7 +625,8 @@ def test_examples_units_montages_and_index_checks_work_without_a_display(mono2d,
     from studio.exemplars import examples
     from studio.exemplars.scores import compare_with_dataset
     from studio.targets import parse_targets
-    from studio.viewer.streaming import (UnitNumbers, check_index, dataset_numbers, example_tile, indexed_units,
+    from studio.exemplars import check_index
+    from studio.viewer.streaming import (UnitNumbers, dataset_numbers, example_tile, indexed_units,
                                          load_montages, montage)
 
     info = check_index(stripe_index, mono2d)

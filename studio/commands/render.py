@@ -10,7 +10,7 @@ from studio.checks import check_seed, output_file, output_folder
 from studio.commands.common import (add_render_arguments, add_weight_arguments, maybe_a_model, model_from_args,
                                     render_settings_from_args, split_model)
 from studio.engine import render
-from studio.exemplars import index_info
+from studio.exemplars import check_index, index_info
 from studio.exemplars.scores import compare_with_dataset, path_check
 from studio.errors import StudioError
 from studio.io import image_grid, is_rgb_image, preview, write_image, write_stack
@@ -56,6 +56,8 @@ def run(args) -> int:
     if args.examples is not None:
         index_info(args.examples)  # not an index: one sentence before any work
     model = model_from_args(args)
+    if args.examples is not None:
+        check_index(args.examples, model)  # an index of another model or input, before any work
     parsed = []
     for index, text in enumerate(targets):
         try:

@@ -14,7 +14,8 @@ from studio.commands.common import add_model_arguments, add_render_arguments, mo
 from studio.errors import StudioError
 from studio.io import read_input
 from studio.targets import parse_target
-from studio.viewer.streaming import DEFAULT_LAYER, METHODS, VIEWER_FIELDS, check_index
+from studio.exemplars import check_index
+from studio.viewer.streaming import DEFAULT_LAYER, METHODS, VIEWER_FIELDS
 
 INSTALL_HINT = "studio view needs napari and Qt: install the viewer extra with pip install 'feature-studio[viewer]'."
 

@@ -8,7 +8,8 @@ chosen layers, with the strongest neuron's receptive-field crop and the channel'
 """
 
 from studio.exemplars.build import UnreadableImage, build_index
-from studio.exemplars.query import Example, IndexInfo, UnitStatistics, examples, index_info, unit_statistics
+from studio.exemplars.query import (Example, IndexInfo, UnitStatistics, check_index, examples, index_info,
+                                    unit_statistics)
 
-__all__ = ["Example", "IndexInfo", "UnitStatistics", "UnreadableImage", "build_index", "examples", "index_info",
-           "unit_statistics"]
+__all__ = ["Example", "IndexInfo", "UnitStatistics", "UnreadableImage", "build_index", "check_index", "examples",
+           "index_info", "unit_statistics"]

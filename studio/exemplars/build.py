@@ -3,7 +3,6 @@ overlapped with compute, each batch committed in one transaction; a rerun resume
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import warnings
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from studio.exemplars.folder import image_batches, list_images
 from studio.exemplars.query import IndexInfo, index_info
 from studio.exemplars.ranking import LayerState
 from studio.hooks import frozen
-from studio.models import StudioModel, load_model
+from studio.models import StudioModel, load_model, weights_sha256
 from studio.targets import LayerInfo, activations, layer_info, parse_target, resolve_layer
 
 
@@ -73,17 +72,8 @@ def index_layers(model: StudioModel, layers: str | Sequence[str]) -> list[LayerI
 
 def _meta(model: StudioModel, layers: Sequence[LayerInfo], top_k: int) -> dict:
     return {"format": store.FORMAT, "model": model.name, "input": model.spec.describe(), "mean": list(model.spec.mean),
-            "std": list(model.spec.std), "weights": weights_digest(model.module),
+            "std": list(model.spec.std), "weights": weights_sha256(model.module),
             "layers": [info.name for info in layers], "top_k": top_k}
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers (names and bytes): two indexes of one model share it."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _describe(meta: dict) -> str:

@@ -14,7 +14,7 @@ import torch
 from studio.errors import StudioError
 from studio.exemplars import histogram, store
 from studio.io import read_input
-from studio.models import StudioModel, parse_input
+from studio.models import StudioModel, parse_input, weights_sha256
 from studio.targets import LOGITS, Target, parse_target, split_target
 
 #: The quantiles :func:`unit_statistics` reports.
@@ -58,7 +58,8 @@ class UnitStatistics:
 @dataclass(frozen=True)
 class IndexInfo:
     """What an index holds: the ``model`` and ``input`` it was built with, its ``layers`` (name: channels),
-    ``top_k``, how many ``images`` were seen and how many of those were ``unreadable``."""
+    ``top_k``, how many ``images`` were seen and how many of those were ``unreadable``, and the SHA-256 of the
+    ``weights`` (:func:`studio.models.weights_sha256`)."""
 
     path: Path
     model: str
@@ -67,6 +68,7 @@ class IndexInfo:
     top_k: int
     images: int
     unreadable: int
+    weights: str = ""
 
 
 def index_info(index_path: str | Path) -> IndexInfo:
@@ -75,7 +77,19 @@ def index_info(index_path: str | Path) -> IndexInfo:
         meta, layers = store.read_meta(connection), store.read_layers(connection)
         images, unreadable = store.image_count(connection)
     return IndexInfo(Path(index_path), meta["model"], meta["input"], {name: row[0] for name, row in layers.items()},
-                     meta["top_k"], images, unreadable)
+                     meta["top_k"], images, unreadable, meta.get("weights", ""))
+
+
+def check_index(path: str | Path, model: StudioModel | None) -> IndexInfo:
+    """What the index at ``path`` holds, checked against ``model`` (input and weights) when one is given; a
+    missing file, a file that is no index or an index of another model is one ``StudioError`` sentence. The one
+    check the CLI, the gallery and the viewer make."""
+    info = index_info(path)
+    if model is None or (info.input == model.spec.describe() and info.weights == weights_sha256(model.module)):
+        return info
+    differ = f"input {info.input}" if info.input != model.spec.describe() else "other weights"
+    raise StudioError(f"Index {str(path)!r} was built for {info.model} with {differ}, not for the loaded "
+                      f"{model.name} ({model.spec.describe()}); pick its index or build one with studio index.")
 
 
 def examples(index_path: str | Path, target: str | int | Target, model: StudioModel | None = None) -> list[Example]:

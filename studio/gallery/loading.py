@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from studio.errors import StudioError
-from studio.exemplars import IndexInfo, index_info, store
+from studio.exemplars import IndexInfo, index_info
 from studio.gallery.validation import Checker, Span
 from studio.io import read_image
-from studio.models import StudioModel, load_model, parse_input, runs_code, untrusted_code
+from studio.models import StudioModel, load_model, parse_input, runs_code, untrusted_code, weights_sha256
 
 
 @dataclass
@@ -35,19 +34,6 @@ class ModelEntry:
         if not self.pretrained:
             info["init_seed"] = self.init_seed
         return info
-
-
-def weights_sha256(module: torch.nn.Module) -> str:
-    """SHA-256 over every tensor of the state dict (names, dtypes, shapes and bytes), in state-dict order."""
-    hasher = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        tensor = tensor.detach().cpu().contiguous()
-        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        if tensor.numel():
-            hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return hasher.hexdigest()
 
 
 def load_entry(checker: Checker, name: str, entry: Mapping, where: str, span: Span,
@@ -106,9 +92,7 @@ def read_index(checker: Checker, name: str, base: Path, where: str, span: Span) 
                             f"studio index MODEL FOLDER --layers LAYERS --out {name}.", line)
     try:
         info = index_info(path)
-        with closing(store.open_index(path)) as connection:
-            weights = store.read_meta(connection)["weights"]
     except StudioError as error:
         checker.fail(where, str(error), line)
     with path.open("rb") as handle:
-        return path, info, weights, hashlib.file_digest(handle, "sha256").hexdigest()
+        return path, info, info.weights, hashlib.file_digest(handle, "sha256").hexdigest()

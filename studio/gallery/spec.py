@@ -24,7 +24,6 @@ import torch
 from studio.attribution import METHODS, method_options
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo
-from studio.exemplars.build import weights_digest
 from studio.exemplars.scores import layers_below
 from studio.gallery.loading import ModelEntry, load_entry, read_index, read_photos, weights_sha256
 from studio.gallery.validation import SETTINGS_KEYS, Checker, Source
@@ -75,7 +74,7 @@ class AttributionOptions:
 class ExamplesOptions:
     """``[examples]``: the dataset-example index (its SHA-256 decides when shown examples are redone, never a
     render), crops shown per unit, whether to run the path check, the digest of the weights it was built with
-    (:func:`studio.exemplars.build.weights_digest`) and the spec's models that have them."""
+    (:func:`studio.models.weights_sha256`) and the spec's models that have them."""
 
     index: Path | None = None
     count: int = 8
@@ -229,7 +228,7 @@ def _indexed_models(checker: Checker, options: ExamplesOptions, models: Mapping[
     """The options with the models whose weights the index was built with; an index of none of them is an error."""
     if options.index is None:
         return options
-    names = tuple(name for name, entry in models.items() if weights_digest(entry.model.module) == options.weights)
+    names = tuple(name for name, entry in models.items() if weights_sha256(entry.model.module) == options.weights)
     if not names:
         checker.fail("[examples]", f"index {options.index.name!r} was built with another model ({options.info.model} "
                                    f"at {options.info.input}), not with the weights of {', '.join(models)}; index "

@@ -20,11 +20,11 @@ from psygnal import Signal
 from qtpy.QtWidgets import QFileDialog
 
 from studio.errors import StudioError
-from studio.exemplars import IndexInfo
+from studio.exemplars import IndexInfo, check_index
 from studio.targets import Target
 from studio.viewer.layers import add_image_layers, find_image_layers, place_right_of, update_image_layers
 from studio.viewer.render_panel import RenderPanel
-from studio.viewer.streaming import (EXAMPLES_KEY, Frame, Montages, UnitNumbers, check_index, check_paths,
+from studio.viewer.streaming import (EXAMPLES_KEY, Frame, Montages, UnitNumbers, check_paths,
                                      dataset_numbers, error_message, indexed_units, load_montages, render_label)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from html import escape
 from math import prod
@@ -27,8 +27,7 @@ from studio.attribution import explain
 from studio.engine import RenderResult, optimize
 from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
-from studio.exemplars import IndexInfo, examples, index_info, store
-from studio.exemplars.build import weights_digest
+from studio.exemplars import IndexInfo, examples
 from studio.exemplars.scores import channel_of, compare_with_dataset, path_check
 from studio.io import image_grid, is_rgb_image
 from studio.models import InputSpec, StudioModel, resample
@@ -319,21 +318,6 @@ def attribute_images(model: StudioModel, images: torch.Tensor, method: str, targ
 
 
 # ---------------------------------------------------------------- dataset examples
-
-
-def check_index(path: str | Path, model: StudioModel | None) -> IndexInfo:
-    """What the index at ``path`` holds, checked against ``model`` (input and weights) when one is given; a
-    missing file, a file that is no index or an index of another model is one ``StudioError`` sentence."""
-    info = index_info(path)
-    if model is None:
-        return info
-    with closing(store.open_index(path)) as connection:
-        weights = store.read_meta(connection).get("weights")
-    if info.input != model.spec.describe() or weights != weights_digest(model.module):
-        differ = f"input {info.input}" if info.input != model.spec.describe() else "other weights"
-        raise StudioError(f"Index {str(path)!r} was built for {info.model} with {differ}, not for the loaded "
-                          f"{model.name} ({model.spec.describe()}); pick its index or build one with studio index.")
-    return info
 
 
 def indexed_units(info: IndexInfo, targets: Sequence[Target]) -> list[str]:
