@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from studio.errors import StudioError, StudioNote
+from studio.models import resample
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -214,6 +215,23 @@ def write_json(path: str | os.PathLike, data) -> Path:
     def write(tmp):
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     return atomic_write(path, write)
+
+
+def fit(image: torch.Tensor, size: tuple[int, int], cover: bool = True) -> torch.Tensor:
+    """``[C, H, W]`` in ``[0, 1]`` resized to ``size`` with its aspect kept: scaled to fill and centre-cropped
+    (``cover``: photos to explain), or scaled to fit inside and centred on white (dataset-example tiles)."""
+    h, w = image.shape[-2:]
+    scale = (max if cover else min)(size[0] / h, size[1] / w)
+    shape = [max(1, round(side * scale)) for side in (h, w)]
+    shape = [(max if cover else min)(target, side) for target, side in zip(size, shape)]
+    resized = resample(image[None].float(), shape, antialias=True)[0].clamp(0, 1)
+    if cover:
+        top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+        return resized[:, top:top + size[0], left:left + size[1]]
+    canvas = torch.ones(image.shape[0], *size, dtype=resized.dtype, device=resized.device)
+    top, left = (size[0] - shape[0]) // 2, (size[1] - shape[1]) // 2
+    canvas[:, top:top + shape[0], left:left + shape[1]] = resized
+    return canvas
 
 
 def image_grid(images: torch.Tensor, columns: int | None = None, gap: int = 2) -> torch.Tensor:

@@ -9,6 +9,7 @@ measured peaks.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -88,11 +89,11 @@ def activation_bytes(model: StudioModel, keys: Iterable[str], gradients: bool = 
     deepest = max(wanted, default=len(order) - 1)
     leaves = {name for name, module in model.module.named_modules() if next(module.children(), None) is None}
     # The shape probe runs one image, so a leading size above 1 is windows or heads of that image: count it all.
-    sizes = [_numel(model.output_shapes[name]) for name in order[:deepest + 1] if name in leaves and name]
+    sizes = [math.prod(model.output_shapes[name]) for name in order[:deepest + 1] if name in leaves and name]
     if not sizes:
         return None
     values = sum(sizes) * SAVED_COPIES if gradients else 2 * max(sizes)
-    return (values + _numel(model.spec.size) * model.spec.channels * 4) * VALUE_BYTES
+    return (values + math.prod(model.spec.size) * model.spec.channels * 4) * VALUE_BYTES
 
 
 def image_bytes(model: StudioModel, size: int, param: str) -> int:
@@ -101,13 +102,6 @@ def image_bytes(model: StudioModel, size: int, param: str) -> int:
     if param == "cppn":  # its hidden layers, whatever the channel count
         return pixels * IMAGE_COPIES["cppn"] * VALUE_BYTES
     return pixels * model.spec.channels * IMAGE_COPIES["default"] * VALUE_BYTES
-
-
-def _numel(shape: Iterable[int]) -> int:
-    count = 1
-    for side in shape:
-        count *= side
-    return count
 
 
 def gigabytes(count: float) -> str:

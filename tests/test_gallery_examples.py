@@ -22,8 +22,8 @@ from studio import gallery
 from studio.errors import StudioError
 from studio.exemplars import build_index, examples
 from studio.exemplars.scores import DatasetComparison, channel_of, compare_with_dataset, path_check
-from studio.gallery.output import contact_sheet, fit
-from studio.io import read_image, to_uint8
+from studio.gallery.output import contact_sheet
+from studio.io import fit, read_image, to_uint8
 from studio.targets import parse_target
 from tests.test_gallery import unit_files, write_spec
 

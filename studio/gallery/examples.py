@@ -17,10 +17,10 @@ import torch
 from studio.exemplars import examples as top_examples
 from studio.exemplars.scores import DatasetComparison, PathCheck, channel_of, compare_with_dataset, path_check
 from studio.gallery.output import (
-    EXAMPLES_MARKER, FORMAT, describe_device, fit, now, read_json, unit_file, write_json,
+    EXAMPLES_MARKER, FORMAT, describe_device, now, read_json, unit_file, write_json,
 )
 from studio.gallery.spec import GallerySpec, Item, Unit, digest
-from studio.io import read_input, write_image
+from studio.io import fit, read_input, write_image
 
 
 def unit_items(spec: GallerySpec, unit: Unit) -> list[Item]:

@@ -24,12 +24,12 @@ from studio.checks import output_folder
 from studio.errors import StudioError
 from studio.gallery.examples import read_markers, stale_units, write_examples
 from studio.gallery.output import (
-    ATTRIBUTION_MARKER, FORMAT, INDEX, MANIFEST, complete, describe_device, file_digest, fit, intact, library_versions, lock, now,
+    ATTRIBUTION_MARKER, FORMAT, INDEX, MANIFEST, complete, describe_device, file_digest, intact, library_versions, lock, now,
     overlay_path, read_json, remove_stale_temporaries, unit_file, write_item, write_json, write_manifest, write_sheets,
 )
 from studio.gallery.pages import write_index, write_unit_pages
 from studio.gallery.spec import GallerySpec, Item, ModelEntry, Unit, digest, load_spec
-from studio.io import to_uint8, write_image
+from studio.io import fit, to_uint8, write_image
 from studio.models import StudioModel
 from studio.settings import RenderSettings
 from studio.transforms import TransformSettings

@@ -29,8 +29,8 @@ from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo, examples
 from studio.exemplars.scores import channel_of, compare_with_dataset, path_check
-from studio.io import image_grid, is_rgb_image
-from studio.models import InputSpec, StudioModel, resample
+from studio.io import fit, image_grid, is_rgb_image
+from studio.models import InputSpec, StudioModel
 from studio.settings import RenderSettings, SettingField
 from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
 
@@ -334,13 +334,7 @@ def example_tile(crop: torch.Tensor, size: int = TILE) -> torch.Tensor:
     """A crop ``[C, h, w]`` as a ``[C, size, size]`` tile: scaled to fit (aspect kept, antialiased) and centred
     on white; a volume's crop ``[C, d, h, w]`` by its maximum along depth (as napari's 3D view draws volumes)."""
     image = (crop.amax(1) if crop.dim() == 4 else crop).float()
-    height, width = image.shape[1:]
-    fit = (max(1, round(height * size / max(height, width))), max(1, round(width * size / max(height, width))))
-    fitted = resample(image[None], fit, antialias=True)[0].clamp(0, 1)
-    top, left = (size - fit[0]) // 2, (size - fit[1]) // 2
-    tile = torch.ones(image.shape[0], size, size)
-    tile[:, top:top + fit[0], left:left + fit[1]] = fitted
-    return tile
+    return fit(image, (size, size), cover=False)
 
 
 def montage(crops: Sequence[torch.Tensor], places: int, channels: int, size: int = TILE) -> torch.Tensor:
