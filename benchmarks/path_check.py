@@ -17,38 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
-import numpy as np
 
 import studio
 from studio.exemplars import build_index
 from studio.exemplars.scores import compare_with_dataset, path_check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
-from skimage_photos import PHOTOS  # noqa: E402  (the README's photo folder, cropped here)
+from skimage_photos import PHOTOS, natural_crops  # noqa: E402  (the README's photo folder, cropped here)
 
 CONFIGS = {"robust": {"param": "fourier", "decorrelate": True, "transforms": "standard"},
            "adversarial": {"param": "pixel", "decorrelate": False, "transforms": "none"}}
-
-
-def natural_crops(folder: Path, per_photo: int, side: int = 160, seed: int = 0) -> int:
-    """``per_photo`` random square crops (a third of the shorter side up to all of it) of each photo, as PNGs."""
-    import skimage.data
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    count = 0
-    for name in PHOTOS:
-        photo = np.asarray(getattr(skimage.data, name)())
-        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
-        h, w = photo.shape[:2]
-        for i in range(per_photo):
-            crop = int(rng.uniform(0.33, 1.0) * min(h, w))
-            top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-            tile = Image.fromarray(photo[top:top + crop, left:left + crop]).resize((side, side), Image.BICUBIC)
-            iio.imwrite(folder / f"{name}_{i:02d}.png", np.asarray(tile))
-            count += 1
-    return count
 
 
 def main() -> None:

@@ -7,10 +7,14 @@
     studio.gallery.run("gallery/example.toml", "out/example")
     studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples
     top = studio.examples("examples.sqlite", "blocks.4:12")                      # best first, with crops
+    studio.learn_concepts(model, "photos/", "blocks.5", "blocks5.concepts")      # an SAE of a layer
+    studio.render(model, "blocks5.concepts:17")                                  # its concept 17
 """
 
 from studio import gallery, objectives, param
 from studio.attribution import Attribution, attribute, explain
+from studio.concepts import Dictionary, load_dictionary
+from studio.concepts.learn import learn_concepts
 from studio.engine import RenderResult, Snapshot, optimize, render
 from studio.errors import StudioError
 from studio.exemplars import build_index, examples, unit_statistics
@@ -22,8 +26,8 @@ from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
 
 __all__ = [
-    "DEFAULT_MODEL", "Attribution", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
+    "DEFAULT_MODEL", "Attribution", "Dictionary", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
     "StudioModel", "Target", "TransformSettings", "attribute", "build_index", "capture", "examples", "explain",
-    "forward_to", "gallery", "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets",
+    "forward_to", "gallery", "learn_concepts", "load_dictionary", "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets",
     "read_image", "render", "unit_statistics", "write_image",
 ]

@@ -15,6 +15,10 @@ Values are read from activations in channels-first form, ``[B, C, *spatial]``: `
 (channels-first, transformer tokens ``[B, N, C]`` with prefix tokens before a patch grid, channel-last
 ``[B, H, W, C]``), and :func:`activations` converts captures to the channels-first form, here and nowhere
 else; a token layer's prefix tokens are read as ``@cls`` (``@tokenN``) targets.
+
+A layer part that names a concept dictionary file (``blocks5.concepts:17``, made by ``studio concepts``) reads
+the dictionary's layer through it: the dictionary is a layer of concepts over that layer, so ranges, positions
+and tokens work as for channels; its activation key is the layer's with ``#concepts=<file>`` after it.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from studio.errors import StudioError
+from studio.concepts.dictionary import Dictionary, is_dictionary_name, load_dictionary
+from studio.errors import StudioError, StudioNote
 from studio.hooks import OUTPUT, forward_to
 
 if TYPE_CHECKING:
@@ -54,13 +61,26 @@ def split_target(text: str) -> tuple[str, str | None, str | None] | None:
     return match["layer"].strip(), None if match["unit"] is None else match["unit"].strip(), match["position"]
 
 
+def from_folder(expression: str, folder: Path) -> str:
+    """``expression`` with a relative dictionary file in its layer part read from ``folder`` (a gallery spec's
+    own folder), so a spec finds the dictionaries beside it wherever it is run from."""
+    parts = split_target(expression)
+    if parts is None or not is_dictionary_name(parts[0]) or Path(parts[0]).expanduser().is_absolute():
+        return expression
+    layer, unit, position = parts
+    return str(folder / layer) + ("" if unit is None else f":{unit}") + ("" if position is None else f"@{position}")
+
+
 def safe_name(text: str) -> str:
     """A name usable as a file or folder name on every OS and in a URL."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "unit"
 
 
 def display_layer(layer: str) -> str:
-    """How a module path is shown to users: the model output is ``logits``."""
+    """How a module path (or a layer's activation key) is shown to users: the model output is ``logits``, a
+    concept dictionary its file's name."""
+    if CONCEPTS in layer:
+        return Path(layer.partition(CONCEPTS)[2]).name
     return LOGITS if layer == OUTPUT else layer
 
 
@@ -76,11 +96,22 @@ class Target:
     text: str = field(default="", compare=False)
     label: str = field(default="", compare=False)
     prefix_token: int | None = None
+    concepts: str | None = None
 
     @property
     def key(self) -> str:
-        """The activation it reads: its layer's grid, or the layer's prefix tokens (``@cls``)."""
-        return self.layer if self.prefix_token is None else self.layer + PREFIX
+        """The activation it reads: its layer's grid, or the layer's prefix tokens (``@cls``), through its
+        concept dictionary when it has one."""
+        return (self.layer if self.prefix_token is None else self.layer + PREFIX) + self._through
+
+    @property
+    def layer_key(self) -> str:
+        """The layer it indexes (a module path, or one read through a dictionary), for :func:`layer_info`."""
+        return self.layer + self._through
+
+    @property
+    def _through(self) -> str:
+        return "" if self.concepts is None else CONCEPTS + self.concepts
 
     @property
     def at(self) -> tuple[int, ...] | None:
@@ -89,8 +120,8 @@ class Target:
 
     @property
     def layer_name(self) -> str:
-        """The layer as users write it (``logits`` for the model output)."""
-        return display_layer(self.layer)
+        """The layer as users write it (``logits`` for the model output, a dictionary's file name)."""
+        return display_layer(self.layer_key)
 
     @property
     def whole_layer(self) -> bool:
@@ -201,18 +232,30 @@ class LayerInfo:
     def name(self) -> str:
         return display_layer(self.path)
 
+    @property
+    def concepts(self) -> str | None:
+        """The dictionary file it is read through, or None for a module's own output."""
+        return self.path.partition(CONCEPTS)[2] or None
+
+    @property
+    def units(self) -> str:
+        """What its channel axis holds: ``channels``, or ``concepts`` for a dictionary."""
+        return "concepts" if self.concepts else "channels"
+
     def describe_spatial(self) -> str:
         return "x".join(map(str, self.spatial))
 
     def describe(self) -> str:
         """``tokens: 1 prefix + 14x14 grid, 192 channels`` and the like, for ``studio layers``."""
+        over = f" of {display_layer(self.path.partition(CONCEPTS)[0])}" if self.concepts else ""
         if self.layout == "tokens":
             how = " (prefix inferred from the token count)" if self.inferred else ""
-            return f"tokens: {self.prefix} prefix + {self.describe_spatial()} grid{how}, {self.channels} channels"
+            return (f"tokens: {self.prefix} prefix + {self.describe_spatial()} grid{how}, {self.channels} "
+                    f"{self.units}{over}")
         if not self.spatial:
-            return f"vector, {self.channels} channels"
+            return f"vector, {self.channels} {self.units}{over}"
         kind = "channel-last" if self.layout == "channel-last" else ("volume" if len(self.spatial) == 3 else "map")
-        return f"{kind} {self.describe_spatial()}, {self.channels} channels"
+        return f"{kind} {self.describe_spatial()}, {self.channels} {self.units}{over}"
 
     def channels_first(self, activation: torch.Tensor) -> torch.Tensor:
         """The output as ``[B, C, *spatial]``: a token grid without its prefix tokens, channel-last moved."""
@@ -230,12 +273,19 @@ class LayerInfo:
 
 #: Suffix of an activation key that holds a layer's prefix tokens rather than its grid.
 PREFIX = "@prefix"
+#: Marks an activation key read through a concept dictionary: ``blocks.5#concepts=/abs/blocks5.concepts``.
+CONCEPTS = "#concepts="
 
 
 def layer_info(model: StudioModel, path: str) -> LayerInfo:
     """Channels, spatial shape and layout of a resolved layer, read from its recorded output: ``[B, C]``
     vectors, ``[B, C, *spatial]`` maps and volumes, ``[B, N, C]`` tokens (a patch grid after prefix tokens) and
-    ``[B, H, W, C]`` channel-last maps. Worked out once per model and input, then kept."""
+    ``[B, H, W, C]`` channel-last maps. Worked out once per model and input, then kept. A key read through a
+    concept dictionary has the dictionary's concepts as channels over its layer's positions."""
+    if CONCEPTS in path:
+        base, _, file = path.partition(CONCEPTS)
+        info = layer_info(model, base)
+        return LayerInfo(path, load_dictionary(file).concepts, info.spatial, info.layout, info.prefix, info.inferred)
     known = _LAYER_INFO.setdefault(model.module, {})
     if (path, model.spec) not in known:
         known[(path, model.spec)] = _read_layer_info(model, path)
@@ -317,15 +367,18 @@ def _enclosing_block(model: StudioModel, path: str) -> str:
 
 
 def module_of(model: StudioModel, key: str) -> str:
-    """The module path an activation key reads (a layer name, or a layer's ``@prefix`` tokens)."""
-    return resolve_layer(model, key.removesuffix(PREFIX))
+    """The module path an activation key reads (a layer name, a layer's ``@prefix`` tokens, either through a
+    concept dictionary)."""
+    return resolve_layer(model, key.partition(CONCEPTS)[0].removesuffix(PREFIX))
 
 
 def channels_first(model: StudioModel, key: str, output: torch.Tensor) -> torch.Tensor:
     """A module's captured ``output`` as the activation ``key`` names: its channels-first grid, or its
-    prefix tokens ``[B, C, prefix]`` for a ``@prefix`` key."""
+    prefix tokens ``[B, C, prefix]`` for a ``@prefix`` key; through a dictionary, its concepts' values."""
+    base, _, file = key.partition(CONCEPTS)
     info = layer_info(model, module_of(model, key))
-    return info.prefix_tokens(output) if key.endswith(PREFIX) else info.channels_first(output)
+    values = info.prefix_tokens(output) if base.endswith(PREFIX) else info.channels_first(output)
+    return load_dictionary(file).values(values) if file else values
 
 
 def activations(model: StudioModel, inputs: torch.Tensor, keys: Iterable[str],
@@ -338,6 +391,47 @@ def activations(model: StudioModel, inputs: torch.Tensor, keys: Iterable[str],
     modules = set(paths.values())
     captured = forward_to(model.module, inputs, modules, clone=len(modules) > 1 if clone is None else clone)
     return {key: channels_first(model, key, captured[path]) for key, path in paths.items()}
+
+
+def layer_key(model: StudioModel, layer: str) -> str:
+    """The activation key a target's layer part names: a module path (:func:`resolve_layer`), or, for a
+    dictionary file (``blocks5.concepts``), its layer read through it, checked against ``model``."""
+    if is_dictionary_name(layer) and layer.strip() not in model.layer_shapes:
+        dictionary = load_dictionary(layer.strip())
+        return f"{_dictionary_layer(model, dictionary)}{CONCEPTS}{dictionary.path}"
+    return resolve_layer(model, layer)
+
+
+def _dictionary_layer(model: StudioModel, dictionary: Dictionary) -> str:
+    """The module a dictionary reads, in ``model``: it must have that layer with as many channels; learned on
+    another model or other weights, it still reads, with one note."""
+    learned_on = dictionary.record.get("model", "?")
+    try:
+        path = resolve_layer(model, dictionary.layer)
+        channels = layer_info(model, path).channels
+    except StudioError:
+        raise StudioError(f"Dictionary {dictionary.name!r} reads layer {dictionary.layer!r} of {learned_on}, which "
+                          f"{model.name} does not have; load the model it was learned on.") from None
+    if channels != dictionary.channels:
+        raise StudioError(f"Dictionary {dictionary.name!r} reads {dictionary.channels} channels of "
+                          f"{dictionary.layer!r}, but {model.name} has {channels} there; load {learned_on}.")
+    weights = dictionary.record.get("weights")
+    if weights and weights != _weights(model):
+        warnings.warn(f"Dictionary {dictionary.name!r} was learned on other weights of {dictionary.layer!r} "
+                      f"({learned_on}); its concepts may not mean the same here.", StudioNote, stacklevel=4)
+    return path
+
+
+def _weights(model: StudioModel) -> str:
+    """The model's weights hash, worked out once per module."""
+    from studio.models import weights_sha256
+
+    if model.module not in _WEIGHTS:
+        _WEIGHTS[model.module] = weights_sha256(model.module)
+    return _WEIGHTS[model.module]
+
+
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def resolve_layer(model: StudioModel, layer: str) -> str:
@@ -392,7 +486,7 @@ def parse_target(spec: str | int | Target, model: StudioModel) -> Target:
     match = _TARGET_RE.match(text)
     if match is None:
         raise StudioError(f"Cannot read target {spec!r}: write layer, layer:channel, layer:channel@y,x or logits:\"label\".")
-    info = layer_info(model, resolve_layer(model, match["layer"]))
+    info = layer_info(model, layer_key(model, match["layer"]))
     channel = None if match["unit"] is None else _channel(match["unit"].strip(), info, model, text)
     position = prefix_token = None
     if match["position"] is not None and match["position"][0].isalpha():
@@ -400,7 +494,7 @@ def parse_target(spec: str | int | Target, model: StudioModel) -> Target:
     elif match["position"] is not None:
         position = _position(match["position"], info, channel, match["layer"])
     label = model.class_label(channel) if info.path == OUTPUT and channel is not None and model.class_names else ""
-    return Target(info.path, channel, position, text, label, prefix_token)
+    return Target(info.path.partition(CONCEPTS)[0], channel, position, text, label, prefix_token, info.concepts)
 
 
 def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Target]:
@@ -417,7 +511,7 @@ def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Ta
     parts = _split_units(units)
     if len(parts) == 1 and parts[0] != "*" and not _RANGE.match(parts[0]):
         return [parse_target(text, model)]
-    info = layer_info(model, resolve_layer(model, layer))
+    info = layer_info(model, layer_key(model, layer))
     targets = []
     for part in parts:
         if part == "*":
@@ -439,7 +533,7 @@ def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Ta
 def _is_class_label(text: str, model: StudioModel) -> bool:
     """A bare class label (``Egyptian cat``): no target syntax, not a layer, and the model names classes."""
     return (bool(model.class_names) and ":" not in text and "@" not in text and text != LOGITS
-            and text not in model.layer_shapes and not _DOTTED.fullmatch(text))
+            and text not in model.layer_shapes and not _DOTTED.fullmatch(text) and not is_dictionary_name(text))
 
 
 def _class_by_label(text: str, model: StudioModel) -> Target:
@@ -462,7 +556,7 @@ def _channel(unit: str, info: LayerInfo, model: StudioModel, text: str) -> int:
     else:
         raise StudioError(f"Channel {unit!r} in {text!r} is not a number; class labels apply to 'logits' only.")
     if not 0 <= channel < info.channels:
-        unit, units = ("Class", "classes") if info.path == OUTPUT else ("Channel", "channels")
+        unit, units = ("Class", "classes") if info.path == OUTPUT else (info.units[:-1].title(), info.units)
         raise StudioError(f"{unit} {channel} is out of range for {info.name!r}: valid {units} are 0 to {info.channels - 1}.")
     return channel
 

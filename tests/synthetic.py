@@ -64,3 +64,54 @@ def sphere_net() -> nn.Module:
     """A 1-channel 3D CNN: two 3D convolutions, global max pooling, two logits."""
     return nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2), nn.Conv3d(8, 16, 3, padding=1),
                          nn.ReLU(), nn.AdaptiveMaxPool3d(1), nn.Flatten(), nn.Linear(16, 2))
+
+
+class PatternNet(nn.Module):
+    """Planted concepts: ``detect`` matches each 8x8 cell of a 3x32x32 image against ``patterns`` (fixed
+    zero-mean templates) and keeps the clear matches (a smooth ReLU past a threshold), so each cell holds a sparse code; ``mix`` writes that
+    code as a combination of known ``atoms`` over ``channels``. A dictionary of ``mix`` should find the atoms."""
+
+    def __init__(self, patterns: int = 8, channels: int = 24, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        templates = torch.randn(patterns, 3, 8, 8, generator=generator)
+        templates -= templates.mean(dim=(1, 2, 3), keepdim=True)
+        self.detect = nn.Conv2d(3, patterns, 8, stride=8)
+        self.detect.weight.data = templates / templates.flatten(1).norm(dim=1)[:, None, None, None]
+        self.detect.bias.data.fill_(-1.0)
+        self.gate = nn.Softplus(beta=10)  # a smooth ReLU: a render that starts matching no pattern still has a gradient
+        self.mix = nn.Conv2d(patterns, channels, 1, bias=False)
+        atoms = nn.functional.normalize(torch.randn(patterns, channels, generator=generator), dim=1)
+        self.mix.weight.data = atoms.T[..., None, None].clone()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, patterns))
+        self.head[2].weight.data = atoms.clone()
+        self.head[2].bias.data.zero_()
+        self.eval()
+
+    @property
+    def atoms(self) -> torch.Tensor:
+        """The planted atoms, ``[patterns, channels]``, unit length."""
+        return self.mix.weight.data[..., 0, 0].T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mix(self.gate(self.detect(x))))
+
+
+def pattern_images(model: PatternNet, count: int, contrast: float = 0.12, only: int | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[N, 3, 32, 32]`` images in ``[0, 1]``: each 8x8 cell is grey with one or two of the model's patterns,
+    each at 0.5 to 1.5 times ``contrast`` (or pattern ``only`` in every cell at ``contrast``), and a little noise."""
+    generator = generator or torch.Generator().manual_seed(0)
+    templates = model.detect.weight.data
+    patterns = len(templates)
+    images = torch.full((count, 3, 32, 32), 0.5)
+    for image in images:
+        for row in range(4):
+            for column in range(4):
+                chosen = [only] if only is not None else torch.randperm(patterns, generator=generator)[
+                    :int(torch.randint(1, 3, (1,), generator=generator))].tolist()
+                amplitudes = [1.0] if only is not None else (0.5 + torch.rand(len(chosen), generator=generator)).tolist()
+                cell = sum(a * templates[p] for a, p in zip(amplitudes, chosen)) / templates[0].abs().max()
+                image[:, row * 8:(row + 1) * 8, column * 8:(column + 1) * 8] += contrast * cell
+    noise = 0.01 * torch.randn(images.shape, generator=generator)
+    return (images + noise).clamp(0, 1)

@@ -1,5 +1,5 @@
 """The napari studio: renders stream into one layer (grey, one per channel, 3D for volumes), Stop, attribution
-overlays, errors, `studio view`.
+overlays, errors, `studio view`, dataset examples, concept dictionaries among the layers.
 
 GUI tests need an X server with OpenGL (``make test`` runs pytest under ``xvfb-run``) and use napari's
 ``make_napari_viewer`` fixture (napari's pytest plugin) with pytest-qt's ``qtbot``.
@@ -19,7 +19,7 @@ import torch
 import studio
 from studio.io import from_uint8, to_uint8
 from tests.conftest import hook_count
-from tests.synthetic import sphere_net, stripe_net
+from tests.synthetic import PatternNet, pattern_images, sphere_net, stripe_net
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 gui = pytest.mark.gui
@@ -777,3 +777,150 @@ def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, s
         region = shot[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
         assert (np.abs(region - background).max(-1) > 30).mean() > 0.3 and region.std() > 10
     assert len(record["dataset"]) == 1 and "x dataset max" in record["dataset"][0] and "path" in record["dataset"][0]
+
+
+# ---------------------------------------------------------------- concept dictionaries among the layers
+
+
+PATTERN_LAYERS = ["detect", "gate", "mix", "head.0", "head.1", "head.2", "head", "logits"]
+
+
+def pattern_model(channels: int = 24) -> studio.StudioModel:
+    """The planted-concept network (:class:`PatternNet`) on 3x32x32 images."""
+    return studio.load_model(PatternNet(channels=channels), device="cpu",
+                             input=studio.models.parse_input("3x32x32", "0.5", "0.25"))
+
+
+@pytest.fixture(scope="module")
+def pattern() -> studio.StudioModel:
+    return pattern_model()
+
+
+@pytest.fixture(scope="module")
+def toy_concepts(pattern, tmp_path_factory):
+    """A 16-concept top-2 dictionary of ``pattern``'s layer ``mix``, learned from 40 pattern images (in the
+    ``images`` folder beside it)."""
+    folder = tmp_path_factory.mktemp("concepts")
+    (folder / "images").mkdir()
+    for number, image in enumerate(pattern_images(pattern.module, 40)):
+        studio.io.write_image(folder / "images" / f"{number}.png", image)
+    return studio.learn_concepts(pattern, folder / "images", "mix", folder / "toy.concepts", concepts=16, top_k=2,
+                                 workers=0, progress=False, epochs=20).path
+
+
+@pytest.fixture
+def pattern_studio(open_studio_widget, pattern, toy_concepts):
+    """The studio with ``pattern`` loaded: ``(viewer, widget, the dictionary's absolute path)``."""
+    return (*open_studio_widget(pattern), str(toy_concepts))
+
+
+def layer_labels(panel) -> dict[str, str]:
+    """The render panel's layer choices: label by value, in the order offered."""
+    return {value: label for label, value in panel.layer._default_choices()}
+
+
+def test_render_requests_and_examples_read_a_dictionary_from_any_folder(pattern, toy_concepts, tmp_path, monkeypatch):
+    from studio.exemplars import build_index, check_index
+    from studio.viewer.streaming import RenderRequest, full_name, indexed_units, load_montages, render_label
+
+    index = tmp_path / "concepts.sqlite"
+    build_index(pattern, toy_concepts.parent / "images", str(toy_concepts), index, top_k=4, workers=0, progress=False)
+    monkeypatch.chdir(tmp_path)  # the dictionary is not in the working folder: it is found by its absolute path
+    stack = RenderRequest(str(toy_concepts), "neuron", 3, position=(1, 2), count=3).targets(pattern)
+    assert [t.name for t in stack] == ["toy.concepts:3@1,2", "toy.concepts:4@1,2", "toy.concepts:5@1,2"]
+    assert all(t.concepts == str(toy_concepts) for t in stack) and render_label(stack) == "toy.concepts:3-5@1,2"
+    assert [studio.parse_target(full_name(t), pattern) for t in stack] == stack
+    units = indexed_units(check_index(index, pattern), stack)
+    assert units == [f"{toy_concepts}:{concept}" for concept in (3, 4, 5)]
+    montages = load_montages(index, units, pattern, "examples · toy.concepts:3-5")
+    assert montages.images.shape == (3, 130, 130, 3)
+    top = studio.examples(index, f"{toy_concepts}:4", pattern)[0]
+    np.testing.assert_allclose(montages.images[1, :64, :64], expected_tile(top).permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+@gui
+@needs_display
+def test_a_loaded_dictionary_is_a_layer_of_concepts_that_renders_and_attributes(pattern_studio, qtbot, pattern):
+    viewer, widget, path = pattern_studio
+    panel = widget.render_panel
+    panel.concepts.value = path  # as the file dialog sets it
+    labels = layer_labels(panel)
+    assert list(labels)[-1] == path and labels[path] == "toy.concepts   map 4x4, 16 concepts of mix"
+    assert list(labels)[:-1] == PATTERN_LAYERS
+    assert panel.layer.value == path and panel.dictionaries == [path] and panel.concepts.line_edit.value == ""
+    dictionary = studio.load_dictionary(path)
+    assert widget.message.value == f"Concepts from toy.concepts: {dictionary.describe()}."
+    assert panel.channel.max == 15 and not panel.channel.native.isHidden() and panel.class_name.native.isHidden()
+    panel.kind.value = "neuron"
+    assert (panel.row.max, panel.column.max) == (3, 3)
+    panel.kind.value, panel.layer.value = "channel", "mix"
+    assert panel.channel.max == 23
+    panel.layer.value = path
+    assert panel.channel.max == 15
+
+    panel.channel.value = 3
+    shown = render_and_watch(qtbot, widget, None, steps=4, size=32, every=2, seed=1)
+    layer = panel.image_layer
+    assert [step for step, *_ in shown] == [2, 4] and layer.name == "toy.concepts:3"
+    np.testing.assert_array_equal(layer.data, expected_image(pattern, f"{path}:3", steps=4, size=32, seed=1))
+    assert "4/4" in panel.status.value and panel.status.value.endswith(f" · {dictionary.line(3)}")
+    assert layer.metadata["studio_targets"] == [f"{path}:3"]
+
+    explainer = widget.attribution_panel
+    explainer.method.value, explainer.explain.value = "gradcam", "visualised unit"
+    heat = attribute_and_wait(qtbot, widget, lambda: widget.attribute(layer))
+    images = torch.from_numpy(layer.data).permute(2, 0, 1)[None]
+    expected = studio.attribute(pattern, images, target=f"{path}:3", method="gradcam")[0]
+    assert heat.name == "toy.concepts:3 · gradcam · toy.concepts:3" and expected.abs().max() > 0
+    np.testing.assert_allclose(heat.data, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert hook_count(pattern.module) == 0
+
+
+@gui
+@needs_display
+def test_fill_with_a_concept_target_lists_and_selects_its_dictionary(pattern_studio, pattern, monkeypatch):
+    _, widget, path = pattern_studio
+    panel = widget.render_panel
+    assert path not in layer_labels(panel)
+    monkeypatch.chdir(os.path.dirname(path))
+    widget.fill("toy.concepts:5@1,2")  # as written beside the file: listed by its absolute path
+    assert panel.dictionaries == [path] and list(layer_labels(panel))[-1] == path and panel.layer.value == path
+    assert (panel.kind.value, panel.channel.value, panel.row.value, panel.column.value) == ("neuron", 5, 1, 2)
+    assert [t.name for t in panel.request().targets(pattern)] == ["toy.concepts:5@1,2"]
+    widget.fill(f"{path}:7")  # the same file again: listed once
+    assert panel.dictionaries == [path] and panel.layer.value == path and panel.channel.value == 7
+    widget.fill("mix:2")
+    assert panel.layer.value == "mix" and panel.dictionaries == [path]
+
+
+@gui
+@needs_display
+def test_a_dictionary_of_another_model_is_refused_and_a_model_change_drops_it(studio_widget, open_studio_widget,
+                                                                              pattern, toy_concepts):
+    viewer, widget = studio_widget  # EfficientNet-Lite0 has no layer mix
+    panel, path = widget.render_panel, str(toy_concepts)
+    panel.concepts.value = path
+    assert widget.message.value == ("Dictionary 'toy.concepts' reads layer 'mix' of PatternNet, which "
+                                    "efficientnet_lite0 does not have; load the model it was learned on.")
+    assert path not in layer_labels(panel) and panel.dictionaries == [] and panel.layer.value == "blocks.4"
+    assert panel.concepts.line_edit.value == ""  # ready for the next pick, the same file too
+    not_a_dictionary = toy_concepts.parent / "notes.concepts"
+    not_a_dictionary.write_text("not a dictionary")
+    panel.concepts.value = str(not_a_dictionary)
+    assert "is not a concept dictionary" in widget.message.value and panel.dictionaries == []
+
+    viewer, widget = open_studio_widget(pattern)
+    panel = widget.render_panel
+    panel.concepts.value = path
+    assert panel.layer.value == path
+    widget.set_model(pattern_model(channels=12))  # a mix layer of 12 channels, not 24
+    assert widget.message.value == ("Dropped toy.concepts from the layers: Dictionary 'toy.concepts' reads 24 "
+                                    "channels of 'mix', but PatternNet has 12 there; load PatternNet.")
+    assert list(layer_labels(panel)) == PATTERN_LAYERS and panel.dictionaries == []  # in order, without it
+    assert layer_labels(panel)["mix"].endswith("12 channels") and panel.layer.value in PATTERN_LAYERS
+    panel.concepts.value = path
+    assert "PatternNet has 12 there" in widget.message.value and panel.dictionaries == []
+    widget.set_model(pattern)
+    assert list(layer_labels(panel)) == PATTERN_LAYERS  # dropped, not hidden
+    panel.concepts.value = path  # picked again, it fits again
+    assert list(layer_labels(panel)) == [*PATTERN_LAYERS, path] and panel.layer.value == path

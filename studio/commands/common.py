@@ -35,6 +35,29 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--std", default=None, help="input std per channel, comma-separated (one value: all)")
 
 
+def folder_parser(subparsers, name: str, summary: str, doc: str) -> argparse.ArgumentParser:
+    """A subcommand that reads a folder of images through a model (``studio index``, ``studio concepts``):
+    ``[MODEL] FOLDER`` positionals, the model's weight and input options, and ``--workers``."""
+    parser = subparsers.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("positionals", nargs="*", metavar="[MODEL] FOLDER",
+                        help=f"the model ({MODEL_HELP}) and a folder of images (recursive: JPEG, PNG, TIFF)")
+    add_weight_arguments(parser)
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes; 0 decodes in this one (default: 2)")
+    return parser
+
+
+def model_and_folder(args: argparse.Namespace, needed: Sequence[str], example: str) -> tuple[StudioModel, str]:
+    """The model and the one folder of :func:`folder_parser`, once the ``needed`` options are given;
+    otherwise one sentence ending in ``example``."""
+    args.model, rest = split_model(args.positionals)
+    if len(rest) == 2:
+        raise maybe_a_model(StudioError(f"Give one folder, not {rest[0]!r} and {rest[1]!r}."), rest[0], args.model)
+    if len(rest) != 1 or not all(getattr(args, name) for name in needed):
+        flags = ["one FOLDER", *(f"--{name}" for name in needed)]
+        raise StudioError(f"Give {', '.join(flags[:-1])} and {flags[-1]}, e.g. {example}.")
+    return model_from_args(args), rest[0]
+
+
 def split_model(positionals: Sequence[str]) -> tuple[str, list[str]]:
     """``[MODEL] REST...``: the model when the first argument names one, else the embedded default."""
     if positionals and model_kind(positionals[0]) is not None:

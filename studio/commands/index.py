@@ -9,25 +9,17 @@ A rerun of the same command resumes a killed run and adds the images new to the 
 
 from __future__ import annotations
 
-import argparse
-
-from studio.commands.common import add_weight_arguments, maybe_a_model, model_from_args, split_model
+from studio.commands.common import folder_parser, model_and_folder
 from studio.errors import StudioError
 from studio.exemplars import build_index, examples, index_info, unit_statistics
-from studio.models import MODEL_HELP
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("index", help="index the top-activating images of a folder for each channel",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("positionals", nargs="*", metavar="[MODEL] FOLDER",
-                        help=f"the model ({MODEL_HELP}) and a folder of images (recursive: JPEG, PNG, TIFF)")
-    add_weight_arguments(parser)
+    parser = folder_parser(subparsers, "index", "index the top-activating images of a folder for each channel", __doc__)
     parser.add_argument("--layers", help="comma-separated whole layers to index, e.g. blocks.4,blocks.5,logits")
     parser.add_argument("--out", help="the index file to write or extend, e.g. examples.sqlite")
     parser.add_argument("--top-k", type=int, default=16, help="images kept per channel (default: 16)")
     parser.add_argument("--batch", type=int, default=32, help="images per batch and per transaction (default: 32)")
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes; 0 decodes in this one (default: 2)")
     parser.add_argument("--show", nargs="+", metavar=("INDEX", "TARGET"),
                         help="print what an index holds, or a channel's statistics and top images (no MODEL FOLDER)")
     parser.set_defaults(run=run)
@@ -38,14 +30,8 @@ def run(args) -> int:
         if len(args.show) > 2 or args.positionals:
             raise StudioError("--show takes an index and at most one target, e.g. --show examples.sqlite blocks.4:12.")
         return show(*args.show)
-    args.model, rest = split_model(args.positionals)
-    if len(rest) == 2:
-        raise maybe_a_model(StudioError(f"Give one folder, not {rest[0]!r} and {rest[1]!r}."), rest[0], args.model)
-    if len(rest) != 1 or not args.layers or not args.out:
-        raise StudioError("Give one FOLDER, --layers and --out, e.g. studio index photos/ --layers blocks.4 --out "
-                          "examples.sqlite.")
-    info = build_index(model_from_args(args), rest[0], args.layers, args.out, top_k=args.top_k, batch=args.batch,
-                       workers=args.workers)
+    model, folder = model_and_folder(args, ("layers", "out"), "studio index photos/ --layers blocks.4 --out examples.sqlite")
+    info = build_index(model, folder, args.layers, args.out, top_k=args.top_k, batch=args.batch, workers=args.workers)
     print(f"{info.path}: {info.images} images seen, {info.unreadable} unreadable")
     return 0
 

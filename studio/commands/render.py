@@ -67,7 +67,7 @@ def run(args) -> int:
     if one_file and not args.sheet and len(parsed) > 1:
         raise StudioError(f"--out {args.out!r} is one file but there are {len(parsed)} targets; give a "
                           "folder, or add --sheet for one sheet.")
-    names = [f"{safe_name(t.layer_name)}_{t.file_stem(layer_info(model, t.layer).channels)}" for t in parsed]
+    names = [f"{safe_name(t.layer_name)}_{t.file_stem(layer_info(model, t.layer_key).channels)}" for t in parsed]
     repeated = {name for name in names if names.count(name) > 1}
     # A unit named twice renders twice (image i has seed + i): each copy keeps its own file.
     names = [f"{name}_seed{args.seed + i}" if name in repeated else name for i, name in enumerate(names)]

@@ -19,7 +19,8 @@ from studio.exemplars.query import IndexInfo, index_info
 from studio.exemplars.ranking import LayerState
 from studio.hooks import frozen
 from studio.models import StudioModel, load_model, weights_sha256
-from studio.targets import LayerInfo, activations, layer_info, parse_target, resolve_layer
+from studio.concepts.dictionary import load_dictionary
+from studio.targets import LayerInfo, activations, layer_info, layer_key, parse_target
 
 
 class UnreadableImage(UserWarning):
@@ -51,14 +52,15 @@ def build_index(model: StudioModel | str, folder: str | Path, targets_or_layers:
 
 
 def index_layers(model: StudioModel, layers: str | Sequence[str]) -> list[LayerInfo]:
-    """The whole layers an index covers, from a comma-separated string or a list, checked against ``model``."""
+    """The whole layers an index covers, from a comma-separated string or a list, checked against ``model``; a
+    concept dictionary (``blocks5.concepts``) is a layer of concepts."""
     names = [name.strip() for name in (layers.split(",") if isinstance(layers, str) else layers) if name.strip()]
     if not names:
         raise StudioError("Name at least one layer to index, e.g. blocks.4,blocks.5 or logits.")
     infos = []
     for name in names:
         try:
-            info = layer_info(model, resolve_layer(model, name))
+            info = layer_info(model, layer_key(model, name))
         except StudioError:
             target = parse_target(name, model)  # a unit rather than a layer, or the grammar's own error
             raise StudioError(f"Index whole layers: write {target.layer_name} instead of {target.name} (every "
@@ -71,9 +73,11 @@ def index_layers(model: StudioModel, layers: str | Sequence[str]) -> list[LayerI
 
 
 def _meta(model: StudioModel, layers: Sequence[LayerInfo], top_k: int) -> dict:
-    return {"format": store.FORMAT, "model": model.name, "input": model.spec.describe(), "mean": list(model.spec.mean),
+    meta = {"format": store.FORMAT, "model": model.name, "input": model.spec.describe(), "mean": list(model.spec.mean),
             "std": list(model.spec.std), "weights": weights_sha256(model.module),
             "layers": [info.name for info in layers], "top_k": top_k}
+    dictionaries = {info.name: load_dictionary(info.concepts).sha256 for info in layers if info.concepts}
+    return meta | ({"dictionaries": dictionaries} if dictionaries else {})
 
 
 def _describe(meta: dict) -> str:

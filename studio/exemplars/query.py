@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from studio.concepts.dictionary import is_dictionary_name, load_dictionary
 from studio.errors import StudioError
 from studio.exemplars import histogram, store
 from studio.io import read_input
@@ -122,7 +123,7 @@ def unit_statistics(index_path: str | Path, target: str | int | Target,
 def _unit(connection: sqlite3.Connection, index_path: str | Path, target: str | int | Target,
           model: StudioModel | None) -> tuple[str, int]:
     """The (layer, channel) a target names, checked against what the index holds."""
-    layer, channel, where = _read_target(target, model)
+    layer, channel, where, concepts = _read_target(target, model)
     layers = store.read_layers(connection)
     if layer not in layers:
         held = ", ".join(f"{name} ({channels} channels)" for name, (channels, _, _) in layers.items())
@@ -130,20 +131,24 @@ def _unit(connection: sqlite3.Connection, index_path: str | Path, target: str | 
     if channel is None or where:
         raise StudioError(f"Examples are indexed per channel: write {layer}:CHANNEL, not {target}.")
     count = layers[layer][0]
+    indexed = store.read_meta(connection).get("dictionaries", {}).get(layer)
+    if concepts and indexed != load_dictionary(concepts).sha256:
+        raise StudioError(f"Index {str(index_path)!r} holds the examples of another dictionary named {layer!r} "
+                          f"than {concepts!r}; index this one into a new file.")
     if not 0 <= channel < count:
         raise StudioError(f"Index {str(index_path)!r} holds channels 0 to {count - 1} of {layer}, not {channel}.")
     return layer, channel
 
 
-def _read_target(target: str | int | Target, model: StudioModel | None) -> tuple[str, int | None, str]:
-    """(layer as written, channel, ``@...`` part) of a target; without a model, read by the target grammar
-    alone, so channels and classes are numbers."""
+def _read_target(target: str | int | Target, model: StudioModel | None) -> tuple[str, int | None, str, str | None]:
+    """(layer as written, channel, ``@...`` part, dictionary file) of a target; without a model, read by the
+    target grammar alone, so channels and classes are numbers and a dictionary is known by its file name."""
     if model is not None or isinstance(target, Target):
         unit = parse_target(target, model)
-        return unit.layer_name, unit.channel, unit.where
+        return unit.layer_name, unit.channel, unit.where, unit.concepts
     text = str(target).strip()
     if re.fullmatch(r"\d+", text):
-        return LOGITS, int(text), ""
+        return LOGITS, int(text), "", None
     parts = split_target(text)
     if parts is None:
         raise StudioError(f"Cannot read target {text!r}: write layer:channel, e.g. blocks.4:12 or logits:285.")
@@ -151,4 +156,4 @@ def _read_target(target: str | int | Target, model: StudioModel | None) -> tuple
     if unit is not None and not (unit.isascii() and unit.isdigit()):
         raise StudioError(f"Target {text!r} names a class by its label; pass the model to look it up, or give the "
                           "class number.")
-    return layer, None if unit is None else int(unit), position or ""
+    return Path(layer).name if is_dictionary_name(layer) else layer, None if unit is None else int(unit), position or "", None

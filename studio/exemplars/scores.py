@@ -14,7 +14,7 @@ import random
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -50,11 +50,12 @@ class DatasetComparison:
         return f"{self.multiple:.2f}x dataset max (of {self.images} images)"
 
 
-def channel_of(target: Target) -> str:
-    """The indexed channel a target belongs to (``blocks.4:12@3,3`` -> ``blocks.4:12``)."""
+def channel_of(target: Target) -> Target:
+    """The indexed channel a target belongs to (``blocks.4:12@3,3`` -> ``blocks.4:12``, a concept's with its
+    dictionary file)."""
     if target.channel is None:
         raise StudioError(f"Dataset examples are per channel; {target.name} names a whole layer.")
-    return f"{target.layer_name}:{target.channel}"
+    return replace(target, position=None, prefix_token=None, text="")
 
 
 def compare_with_dataset(index_path: str | Path, target: Target, value: float,

@@ -102,7 +102,7 @@ def write_examples(spec: GallerySpec, out: Path, sidecars: dict[str, dict], unit
         crops = _crops(spec, out, unit, tile)
         write_json(out / unit_file(unit, EXAMPLES_MARKER), {
             "format": FORMAT, "key": examples_key(spec, unit), "model": entry.identity(), "target": unit.text,
-            "channel": channel_of(unit.target), "count": options.count, "tile": tile, "examples": crops,
+            "channel": channel_of(unit.target).name, "count": options.count, "tile": tile, "examples": crops,
             "index": {"path": str(options.index), "sha256": options.sha256, "images": options.info.images,
                       "unreadable": options.info.unreadable},
             "renders": {item.id: _numbers(spec, out, item, sidecars[item.id]) for item in items},

@@ -18,6 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from studio.concepts.dictionary import load_dictionary
 from studio.gallery.spec import GallerySpec, Item, OutputOptions, Unit
 from studio.io import atomic_write, is_rgb_image, to_uint8, write_json, write_stack
 from studio.targets import safe_name
@@ -239,7 +240,9 @@ def _sheet_title(model: str, items: list[Item]) -> str:
     first = items[0].settings
     detail = f"{first.param} {first.size}px, {first.steps} steps" if len({i.settings for i in items}) == 1 \
         else "mixed settings"
-    return f"{model} · {items[0].unit.target.layer_name} · {detail}"
+    target = items[0].unit.target
+    quality = f" · {load_dictionary(target.concepts).describe()}" if target.concepts else ""
+    return f"{model} · {target.layer_name} · {detail}{quality}"
 
 
 def _examples_rows(out: Path, items: list[Item], markers: dict[str, dict], several: bool
@@ -294,6 +297,13 @@ def dataset_numbers(item: Item, marker: dict | None) -> dict:
             "path": path, "examples": [crop["file"] for crop in marker["examples"]]}
 
 
+def concept_numbers(item: Item) -> dict | None:
+    """A concept unit's dictionary and its quality (R², L0, dead concepts, this concept's frequency); None for
+    a channel."""
+    target = item.unit.target
+    return load_dictionary(target.concepts).numbers(target.channel) if target.concepts and target.channel is not None else None
+
+
 def write_manifest(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attributions: dict[str, dict],
                    markers: dict[str, dict], sheets: list[str]) -> dict:
     """``manifest.json``: the spec (its text too), models, every item with its files, activation and numbers
@@ -303,7 +313,7 @@ def write_manifest(out: Path, spec: GallerySpec, sidecars: dict[str, dict], attr
         sidecar = sidecars[item.id]
         items.append({"id": item.id, "model": item.unit.model, "target": item.unit.text, "label": item.unit.target.label,
                       "seed": item.seed, "key": item.key, "clean_activation": sidecar["clean_activation"],
-                      **dataset_numbers(item, markers.get(item.unit.path)),
+                      **dataset_numbers(item, markers.get(item.unit.path)), "concept": concept_numbers(item),
                       "sidecar": sidecar_path(item), "page": unit_file(item.unit, UNIT_PAGE), **sidecar["files"],
                       "attribution": attributions.get(item.unit.path, {}).get("files")})
     manifest = {"format": FORMAT, "title": spec.title, "description": spec.description, "updated": now(),

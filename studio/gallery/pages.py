@@ -10,6 +10,7 @@ import posixpath
 from pathlib import Path
 from urllib.parse import quote
 
+from studio.concepts.dictionary import load_dictionary
 from studio.gallery.examples import summary
 from studio.gallery.output import INDEX, MANIFEST, UNIT_PAGE, now, sheet_path, sidecar_path, unit_file
 from studio.gallery.spec import GallerySpec, Item, Unit
@@ -146,6 +147,14 @@ def _examples_section(marker: dict | None, page: str) -> str:
             f"<div class='examples'>{figures}</div>")
 
 
+def _concept(unit: Unit) -> str:
+    """A concept's line (its frequency, its dictionary's R², L0 and dead concepts), or nothing for a channel."""
+    target = unit.target
+    if not target.concepts or target.channel is None:
+        return ""
+    return f"<br><span class='concept'>{e(load_dictionary(target.concepts).line(target.channel))}</span>"
+
+
 def _unit_page(spec: GallerySpec, unit: Unit, sidecars: dict[str, dict], attribution: dict | None,
                marker: dict | None, sheets: list[str]) -> str:
     """One unit's page: its renders large with their numbers, its crops, heat maps and sheets, links back."""
@@ -155,7 +164,7 @@ def _unit_page(spec: GallerySpec, unit: Unit, sidecars: dict[str, dict], attribu
     parts = [f"<p><a href='{_url(INDEX, page)}'>← {e(spec.title)}</a> · "
              f"<a href='{_url(MANIFEST, page)}'>manifest.json</a></p>",
              f"<h1><code>{e(unit.text)}</code>{label}</h1><p class='meta'>model {e(entry.name)} "
-             f"(<code>{e(entry.spec)}</code>) · layer {e(unit.target.layer_name)}</p>"]
+             f"(<code>{e(entry.spec)}</code>) · layer {e(unit.target.layer_name)}{_concept(unit)}</p>"]
     parts += [_figure(item, sidecars[item.id], marker, page, "large")
               for item in sorted(spec.items, key=lambda i: i.seed) if item.unit == unit]
     parts.append(_examples_section(marker, page))

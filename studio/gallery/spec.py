@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from studio.attribution import METHODS, method_options
+from studio.concepts.dictionary import is_dictionary_name, load_dictionary
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo
 from studio.exemplars.scores import layers_below
@@ -29,12 +30,13 @@ from studio.gallery.loading import ModelEntry, load_entry, read_index, read_phot
 from studio.gallery.validation import SETTINGS_KEYS, Checker, Source
 from studio.models import StudioModel
 from studio.settings import RenderSettings
-from studio.targets import Target, layer_info, parse_targets, safe_name
+from studio.targets import Target, from_folder, layer_info, parse_targets, safe_name
 from studio.transforms import TransformSettings
 
 ANIMATIONS = ("none", "gif", "mp4")
 TOP_KEYS = ("title", "description", "settings", "output", "attribution", "examples", "models")
-MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "input", "mean", "std", "trust", "targets", *SETTINGS_KEYS)
+MODEL_KEYS = ("name", "model", "pretrained", "init_seed", "input", "mean", "std", "trust", "targets", "concepts",
+              *SETTINGS_KEYS)
 TARGET_KEYS = ("target", *(k for k in SETTINGS_KEYS if k != "batch"))
 OUTPUT_KEYS = ("dir", "columns", "labels", "animation", "frames", "fps", "tile", "dpi")
 ATTRIBUTION_KEYS = ("photos", "method", "layer")
@@ -306,12 +308,13 @@ def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: s
             checker.fail(where, f"two models are called {model_name!r}; give each a different name = \"...\".",
                          checker.line("name", span) or checker.line("model", span))
         model_settings = checker.settings(entry, defaults, where, span)
-        targets = entry.get("targets")
-        if not isinstance(targets, list) or not targets:
-            checker.fail(where, 'targets must list at least one target, e.g. targets = ["blocks.4:0-15", \'logits:"Egyptian cat"\'].',
+        targets = [*entry.get("targets", []), *_concepts(checker, entry.get("concepts", []), where, span)]
+        if not isinstance(entry.get("targets", []), list) or not targets:
+            checker.fail(where, 'targets must list at least one target, e.g. targets = ["blocks.4:0-15", \'logits:"Egyptian cat"\'], '
+                         'or concepts name a dictionary (concepts = "blocks5.concepts").',
                          checker.line("targets", span) or (span[0] if span else None))
         loaded[model_name] = load_entry(checker, model_name, entry, where, span, models, device)
-        _expand_model(checker, span, where, loaded[model_name], targets, model_settings, units, items)
+        _expand_model(checker, span, where, loaded[model_name], targets, model_settings, units, items, base)
     examples = _indexed_models(checker, examples, loaded)
     _check_indexed(checker, examples, loaded, list(items.values()))
     spec = GallerySpec(title, description, name, text, loaded, list(units.values()), [], output, attribution, base,
@@ -322,9 +325,19 @@ def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: s
     return spec
 
 
+def _concepts(checker: Checker, value, where: str, span) -> list[str]:
+    """``concepts = "blocks5.concepts"`` (or a list of dictionaries): every concept of each, as targets."""
+    files = [value] if isinstance(value, str) else value
+    if not isinstance(files, list) or not all(isinstance(f, str) and is_dictionary_name(f) for f in files):
+        checker.fail(where, f'concepts must name dictionary files ending in .concepts, e.g. concepts = '
+                     f'"blocks5.concepts", not {value!r}.', checker.line("concepts", span))
+    return [f"{file}:*" for file in files]
+
+
 def _expand_model(checker: Checker, span, where: str, entry: ModelEntry, targets: list, model_settings: dict,
-                  units: dict[tuple[str, str], Unit], items: dict[str, Item]) -> None:
-    """Add the units and items of one model's ``targets`` (strings or inline tables with settings)."""
+                  units: dict[tuple[str, str], Unit], items: dict[str, Item], base: Path) -> None:
+    """Add the units and items of one model's ``targets`` (strings or inline tables with settings); dictionary
+    files are read relative to the spec's folder ``base``."""
     for position, target_entry in enumerate(targets):
         where_target = f"{where} targets[{position}]"
         if isinstance(target_entry, Mapping):
@@ -342,13 +355,13 @@ def _expand_model(checker: Checker, span, where: str, entry: ModelEntry, targets
                          checker.line("targets", span))
         line = checker.value_line(expression, span)
         try:
-            parsed = parse_targets(expression, entry.model)
+            parsed = parse_targets(from_folder(expression, base), entry.model)
         except StudioError as error:
             checker.fail(f"{where_target} {expression!r}", str(error), line)
         render = RenderSettings(**{k: v for k, v in unit_settings.items() if k not in ("seeds", "batch")})
         for target in parsed:
             canonical = replace(target, text=target.name)
-            unit = Unit(entry.name, canonical, layer_info(entry.model, target.layer).channels, len(units))
+            unit = Unit(entry.name, canonical, layer_info(entry.model, target.layer_key).channels, len(units))
             unit = units.setdefault((entry.name, unit.text), unit)
             for seed in unit_settings["seeds"]:
                 item = Item(unit, seed, render, unit_settings["batch"], "", line)
@@ -365,7 +378,8 @@ def _keyed(item: Item, entry: ModelEntry) -> Item:
     """The item with its settings key: model identity, target, seed and render settings, hashed."""
     target = item.unit.target
     key = digest({"model": {k: v for k, v in entry.identity().items() if k != "name"},
-                  "target": {"layer": target.layer, "channel": target.channel, "position": target.position},
+                  "target": {"layer": target.layer, "channel": target.channel, "position": target.position,
+                             **({"concepts": load_dictionary(target.concepts).sha256} if target.concepts else {})},
                   "seed": item.seed, "settings": item.settings.as_dict(),
                   "transforms": TransformSettings.preset(item.settings.transforms).as_dict()})
     return Item(item.unit, item.seed, item.settings, item.batch, key, item.line)

@@ -1,6 +1,7 @@
-"""The feature-visualisation panel: the unit to render, the viewer's fields and one field per render setting,
-Run and Stop, and the image forming live in napari: one RGB or grey layer, or one layer per channel, 3D for
-volumes (napari switches to its 3D view, which the user can turn while the render streams).
+"""The feature-visualisation panel: the unit to render (of a layer, or of a concept dictionary added to the
+layers), the viewer's fields and one field per render setting, Run and Stop, and the image forming live in
+napari: one RGB or grey layer, or one layer per channel, 3D for volumes (napari switches to its 3D view, which
+the user can turn while the render streams).
 
 The render runs :func:`studio.viewer.streaming.stream` (the engine's generator) in a napari generator
 worker; every step yields, so Stop and napari's cancel take effect within a step, and every few steps the
@@ -12,23 +13,25 @@ from __future__ import annotations
 import threading
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from psygnal import Signal
 
+from studio.concepts.dictionary import SUFFIX, is_dictionary_name, load_dictionary
 from studio.errors import StudioError
 from studio.models import StudioModel
 from studio.settings import RenderSettings, setting_fields
-from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info, parse_target, resolve_layer
+from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info, layer_key, parse_target
 from studio.viewer.fields import complete_classes, set_value, setting_widget
 from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, shows_model_images,
                                   update_image_layers)
-from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame,
-                                     RenderRequest, error_message, render_label, stream)
+from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame, RenderRequest,
+                                     error_message, full_name, render_label, stream)
 
 #: Seconds between status-text and progress-bar refreshes for steps that bring no image.
 STATUS_INTERVAL = 0.25
@@ -39,8 +42,17 @@ def _drive(frames):
     return (yield from frames)
 
 
+def _concept_status(target: Target) -> str:
+    """What a concept's dictionary says of it, for the status (`` · concept 3: active at ...``); empty otherwise."""
+    if target.concepts is None:
+        return ""
+    dictionary = load_dictionary(target.concepts)
+    return f" · {dictionary.describe() if target.whole_layer else dictionary.line(target.channel)}"
+
+
 class RenderPanel(Container):
-    """Pick a layer, a unit and settings; :meth:`start` streams the render into image layers.
+    """Pick a layer (or a loaded concept dictionary), a unit and settings; :meth:`start` streams the render into
+    image layers.
 
     The model comes from :meth:`set_model`; ``lock`` is shared with the attribution panel, so the two never
     run the model at once. Messages for the user go out through ``message``.
@@ -63,7 +75,10 @@ class RenderPanel(Container):
         self._stop: threading.Event | None = None
         self._status_time = 0.0
         self._name = ""
+        self._about = ""
         self._targets: list[Target] = []
+        #: The loaded concept dictionaries (absolute paths), listed after the model's layers.
+        self.dictionaries: list[str] = []
         self.last_frame: Frame | None = None
         self.worker = None
         #: The layers showing the render: one, or one per channel.
@@ -71,6 +86,9 @@ class RenderPanel(Container):
         self.progress_bar: progress | None = None
 
         self.layer = ComboBox(name="layer", choices=self._layer_choices, tooltip="module path, with its layout and shape")
+        self.concepts = FileEdit(name="concepts", filter=f"*{SUFFIX}",
+                                 tooltip="add a concept dictionary (studio concepts) to the layers: its concepts "
+                                         "render like channels")
         self.kind = ComboBox(name="objective", choices=list(KINDS), value=KINDS[0])
         self.channel = SpinBox(name="channel", min=0, max=0, value=0)
         self.class_name = LineEdit(name="class_label", label="class", value="",
@@ -83,12 +101,13 @@ class RenderPanel(Container):
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
-        self.extend([self.layer, self.kind, self.channel, self.class_name, self.row, self.column, self.token,
-                     *self.fields.values(),
+        self.extend([self.layer, self.concepts, self.kind, self.channel, self.class_name, self.row, self.column,
+                     self.token, *self.fields.values(),
                      Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button]),
                      self.status])
 
         self.layer.changed.connect(self._update_unit_fields)
+        self.concepts.changed.connect(self._on_concepts_picked)
         self.kind.changed.connect(self._update_unit_fields)
         self.stop_button.changed.connect(self.stop)
         self._update_unit_fields()
@@ -99,6 +118,8 @@ class RenderPanel(Container):
         """List the model's layers (keeping the chosen one when it has it) and complete its class labels."""
         self.model = model
         current = self.layer.value
+        self._drop_unfitting()
+        self.layer.choices = ()  # magicgui keeps the items it has in place: start over, in the model's order
         self.layer.reset_choices()
         names = list(self.layer.choices)
         self.layer.value = current if current in names else (DEFAULT_LAYER if DEFAULT_LAYER in names
@@ -120,10 +141,58 @@ class RenderPanel(Container):
             info = self._info(display_layer(name))
             what = info.describe() if info is not None else f"{'×'.join(map(str, shape))} (not a target)"
             choices.append((f"{display_layer(name)}   {what}", display_layer(name)))
+        for path in self.dictionaries:
+            info = self._info(path)
+            if info is not None:
+                choices.append((f"{Path(path).name}   {info.describe()}", path))
         return choices
 
+    def _on_concepts_picked(self, *_) -> None:
+        """Add the file the concepts field names once it names an existing dictionary file (typing passes
+        through partial paths), then clear the field, so that picking the same file again adds it again."""
+        text = self.concepts.line_edit.value.strip()
+        if is_dictionary_name(text) and Path(text).expanduser().is_file():
+            self.concepts.line_edit.value = ""
+            self.add_dictionary(text)
+
+    def add_dictionary(self, path: str | Path) -> None:
+        """List a concept dictionary with the layers and choose it; one that does not fit the model (or is no
+        dictionary) is refused with one sentence in ``message``."""
+        if self.model is None:
+            self.message.emit("Load a model before adding a concept dictionary.", True)
+            return
+        try:
+            dictionary = load_dictionary(path)
+            layer_key(self.model, str(dictionary.path))
+        except StudioError as error:
+            self.message.emit(str(error), True)
+            return
+        self._offer(str(dictionary.path))
+        self.layer.value = str(dictionary.path)
+        self.message.emit(f"Concepts from {dictionary.name}: {dictionary.describe()}.", False)
+
+    def _offer(self, path: str) -> None:
+        """Offer a dictionary (absolute path) in the layer choices, once."""
+        if path not in self.dictionaries:
+            self.dictionaries.append(path)
+            self.layer.reset_choices()
+
+    def _drop_unfitting(self) -> None:
+        """Drop the dictionaries that do not fit the model (another model's layer), saying which and why."""
+        dropped = {}
+        for path in self.dictionaries:
+            try:
+                layer_key(self.model, path)
+            except StudioError as error:
+                dropped[path] = str(error)
+        if dropped:
+            self.dictionaries = [path for path in self.dictionaries if path not in dropped]
+            self.message.emit(" ".join(f"Dropped {Path(path).name} from the layers: {error}"
+                                       for path, error in dropped.items()), True)
+
     def _is_output(self, layer: str) -> bool:
-        return self.model is not None and bool(layer) and resolve_layer(self.model, layer) == OUTPUT
+        info = self._info(layer)
+        return info is not None and info.path == OUTPUT
 
     def _update_unit_fields(self, *_) -> None:
         layer, kind = self.layer.value, self.kind.value
@@ -147,7 +216,7 @@ class RenderPanel(Container):
         if self.model is None or not layer:
             return None
         try:
-            return layer_info(self.model, resolve_layer(self.model, layer))
+            return layer_info(self.model, layer_key(self.model, layer))
         except StudioError:
             return None
 
@@ -179,7 +248,9 @@ class RenderPanel(Container):
         if self.model is None:
             raise StudioError("Load a model before filling in a target.")
         parsed = parse_target(target, self.model)
-        self.layer.value = parsed.layer_name
+        if parsed.concepts is not None:
+            self._offer(parsed.concepts)
+        self.layer.value = parsed.concepts or parsed.layer_name
         self.kind.value = ("layer" if parsed.whole_layer else "neuron" if parsed.position
                            else "token" if parsed.prefix_token is not None else "channel")
         self._update_unit_fields()
@@ -208,6 +279,7 @@ class RenderPanel(Container):
             self.message.emit(str(error), True)
             return
         self._targets, self._name, self.last_frame = targets, render_label(targets), None
+        self._about = _concept_status(targets[0])
         self._stop = threading.Event()
         frames = stream(self.model, targets, request.settings, seed=request.seed, every=request.every,
                         lock=self._lock, stop=self._stop)
@@ -239,7 +311,7 @@ class RenderPanel(Container):
         values = ", ".join(f"{v:.3g}" for v in frame.values[:4]) + (" ..." if len(frame.values) > 4 else "")
         state = "stopped at" if frame.stopped else ("done," if frame.done else "step")
         self.status.value = (f"{self._name}: {state} {frame.step}/{frame.steps} · objective {values} · "
-                             f"{frame.steps_per_second:.1f} steps/s")
+                             f"{frame.steps_per_second:.1f} steps/s{self._about}")
         if frame.images is not None:
             self._show(frame)
             self.frame_shown.emit(frame)
@@ -277,7 +349,7 @@ class RenderPanel(Container):
         else:
             update_image_layers(layers, frame.images, frame.rgb, self._name)
         for layer in layers:
-            layer.metadata[TARGETS_KEY] = [target.name for target in self._targets]
+            layer.metadata[TARGETS_KEY] = [full_name(target) for target in self._targets]
         self.image_layers = layers
 
     def _place_beside_others(self, layers: list[Image]) -> None:

@@ -137,7 +137,12 @@ class RenderRequest:
         if self.count <= 1:
             return [first]
         last = first.channel + self.count - 1
-        return parse_targets(f"{first.layer_name}:{first.channel}-{last}{first.where}", model)
+        return parse_targets(f"{first.concepts or first.layer_name}:{first.channel}-{last}{first.where}", model)
+
+
+def full_name(target: Target) -> str:
+    """A target's name that parses back to it from any folder: a dictionary's file by its absolute path."""
+    return target.name if target.concepts is None else target.concepts + target.name[len(target.layer_name):]
 
 
 def render_label(targets: Sequence[Target]) -> str:
@@ -327,7 +332,12 @@ def indexed_units(info: IndexInfo, targets: Sequence[Target]) -> list[str]:
     if layer not in info.layers:
         raise StudioError(f"{render_label(targets)} is not in the index {info.path.name} (it holds "
                           f"{', '.join(info.layers)}).")
-    return [channel_of(target) for target in targets]
+    return [_channel_name(target) for target in targets]
+
+
+def _channel_name(target: Target) -> str:
+    """The indexed channel a target belongs to, by a name found from any folder (:func:`full_name`)."""
+    return full_name(channel_of(target))
 
 
 def example_tile(crop: torch.Tensor, size: int = TILE) -> torch.Tensor:
