@@ -120,7 +120,7 @@ def main() -> None:
         for kind, units in (("channels", [f"{args.layer}:{c}" for c in range(channels)]),
                             ("concepts", [f"{dictionary.path}:{c}" for c in range(dictionary.concepts)])):
             values = purity(index, units, classes, model)
-            results[kind] = {"units": len(units), "responding": len(values),
+            results[f"purity_{kind}"] = {"units": len(units), "responding": len(values),
                              "monosemantic": sum(v >= PURE for v in values),
                              "share_monosemantic": sum(v >= PURE for v in values) / max(len(values), 1),
                              "median_purity": float(np.median(values)) if values else None}

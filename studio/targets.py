@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 #: Name of the model's final output in target strings (a module really called ``logits`` takes precedence).
 LOGITS = "logits"
 
-_TARGET_RE = re.compile(r"""^\s*(?P<layer>[^:@]+?)\s*(?::\s*(?P<unit>"[^"]*"|'[^']*'|[^@]+?))?\s*"""
+#: A layer part is a module path (no ``:`` or ``@``) or a dictionary file, whose path may hold both (``C:\\x.concepts``).
+_TARGET_RE = re.compile(r"""^\s*(?P<layer>.+?(?i:\.concepts)(?=\s*[:@]|\s*$)|[^:@]+?)\s*"""
+                        r"""(?::\s*(?P<unit>"[^"]*"|'[^']*'|[^@]+?))?\s*"""
                         r"""(?:@\s*(?P<position>-?\d+(?:\s*,\s*-?\d+)*|cls|token\d+))?\s*$""")
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 #: A bare word that reads as a module path (``blocks.4``, ``head.fc``), not as a class label.
@@ -366,16 +368,26 @@ def _enclosing_block(model: StudioModel, path: str) -> str:
     return LOGITS
 
 
+def _full_key(model: StudioModel, key: str) -> str:
+    """An activation key with a dictionary written as its file (``blocks5.concepts``, as objectives take it:
+    ``diversity("blocks5.concepts")``) spelled out as the layer it reads through that file."""
+    base = key.removesuffix(PREFIX)
+    if CONCEPTS in key or not is_dictionary_name(base) or base in model.layer_shapes:
+        return key
+    layer, _, file = layer_key(model, base).partition(CONCEPTS)
+    return f"{layer}{key[len(base):]}{CONCEPTS}{file}"
+
+
 def module_of(model: StudioModel, key: str) -> str:
     """The module path an activation key reads (a layer name, a layer's ``@prefix`` tokens, either through a
     concept dictionary)."""
-    return resolve_layer(model, key.partition(CONCEPTS)[0].removesuffix(PREFIX))
+    return resolve_layer(model, _full_key(model, key).partition(CONCEPTS)[0].removesuffix(PREFIX))
 
 
 def channels_first(model: StudioModel, key: str, output: torch.Tensor) -> torch.Tensor:
     """A module's captured ``output`` as the activation ``key`` names: its channels-first grid, or its
     prefix tokens ``[B, C, prefix]`` for a ``@prefix`` key; through a dictionary, its concepts' values."""
-    base, _, file = key.partition(CONCEPTS)
+    base, _, file = _full_key(model, key).partition(CONCEPTS)
     info = layer_info(model, module_of(model, key))
     values = info.prefix_tokens(output) if base.endswith(PREFIX) else info.channels_first(output)
     return load_dictionary(file).values(values) if file else values
@@ -414,9 +426,12 @@ def _dictionary_layer(model: StudioModel, dictionary: Dictionary) -> str:
                           f"{model.name} does not have; load the model it was learned on.") from None
     if channels != dictionary.channels:
         raise StudioError(f"Dictionary {dictionary.name!r} reads {dictionary.channels} channels of "
-                          f"{dictionary.layer!r}, but {model.name} has {channels} there; load {learned_on}.")
+                          f"{dictionary.layer!r}, but {model.name} has {channels} there; load the model it was "
+                          f"learned on ({learned_on}).")
     weights = dictionary.record.get("weights")
-    if weights and weights != _weights(model):
+    noted = _NOTED.setdefault(model.module, set())
+    if weights and weights != _weights(model) and dictionary.sha256 not in noted:
+        noted.add(dictionary.sha256)
         warnings.warn(f"Dictionary {dictionary.name!r} was learned on other weights of {dictionary.layer!r} "
                       f"({learned_on}); its concepts may not mean the same here.", StudioNote, stacklevel=4)
     return path
@@ -432,6 +447,8 @@ def _weights(model: StudioModel) -> str:
 
 
 _WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: The dictionaries (by hash) each module was told were learned on other weights: the note is said once.
+_NOTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def resolve_layer(model: StudioModel, layer: str) -> str:

@@ -603,16 +603,35 @@ def stripe_index(mono2d, tmp_path_factory):
     return path
 
 
-def expected_tile(example, size: int = 64) -> torch.Tensor:
-    """An example's crop as a montage tile should show it: fitted into ``size`` (aspect kept), centred on white."""
-    crop = example.crop()
-    height, width = crop.shape[1:]
+def fitted(picture: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """A picture ``[C, h, w]`` as a montage tile should show it: fitted into ``size`` (aspect kept), centred on
+    white."""
+    height, width = picture.shape[1:]
     fit = (round(height * size / max(height, width)), round(width * size / max(height, width)))
-    resized = torch.nn.functional.interpolate(crop[None], size=fit, mode="bilinear", antialias=True)[0].clamp(0, 1)
-    tile = torch.ones(crop.shape[0], size, size)
+    resized = torch.nn.functional.interpolate(picture[None], size=fit, mode="bilinear", antialias=True)[0].clamp(0, 1)
+    tile = torch.ones(picture.shape[0], size, size)
     top, left = (size - fit[0]) // 2, (size - fit[1]) // 2
     tile[:, top:top + fit[0], left:left + fit[1]] = resized
     return tile
+
+
+def expected_tile(example, size: int = 64) -> torch.Tensor:
+    """An example's crop as a montage tile should show it."""
+    return fitted(example.crop(), size)
+
+
+def expected_map_tiles(model, top, unit: str) -> list[np.ndarray]:
+    """The unit's map over each of its ``top`` examples as the maps montage should show it (``h x w x 3``): the
+    crop's picture with the map blended over it, every map on the colour scale of the top example's score,
+    fitted; and a check that the maps show something (they are not the crops' pictures alone)."""
+    from studio.display import overlay
+    from studio.exemplars.maps import example_maps
+    from studio.io import preview
+
+    maps = example_maps(model, top, unit)
+    assert maps[0].max() > 0.2 * top[0].score and maps[0].shape == top[0].crop().shape[1:]
+    return [fitted(overlay(preview(example.crop()), heat, scale=top[0].score)).permute(1, 2, 0).numpy()
+            for example, heat in zip(top, maps)]
 
 
 def other_stripe_net() -> studio.StudioModel:
@@ -622,10 +641,12 @@ def other_stripe_net() -> studio.StudioModel:
 
 
 def test_examples_units_montages_and_index_checks_work_without_a_display(mono2d, stripe_index, tmp_path):
+    from studio.display import overlay
     from studio.exemplars import examples
     from studio.exemplars.scores import compare_with_dataset
     from studio.targets import parse_targets
     from studio.exemplars import check_index
+    from studio.exemplars.maps import map_picture
     from studio.viewer.streaming import (UnitNumbers, dataset_numbers, example_tile, indexed_units,
                                          load_montages, montage)
 
@@ -638,9 +659,10 @@ def test_examples_units_montages_and_index_checks_work_without_a_display(mono2d,
     with pytest.raises(studio.StudioError, match="per channel"):
         indexed_units(info, [studio.Target("3")])  # a whole layer
 
-    montages = load_montages(stripe_index, ["3:5", "3:6"], mono2d, "examples · 3:5-6")
-    assert montages.name == "examples · 3:5-6" and not montages.rgb
+    montages, maps = load_montages(stripe_index, ["3:5", "3:6"], mono2d, "3:5-6")
+    assert montages.name == "examples · 3:5-6" and not montages.rgb and not montages.maps
     assert montages.images.shape == (2, 1, 130, 130)  # 4 tiles of 64 in a 2 x 2 grid, 2 px gaps
+    assert maps.name == "maps · 3:5-6" and maps.rgb and maps.maps and maps.images.shape == (2, 130, 130, 3)
     top = examples(stripe_index, "3:6", mono2d)
     crops = [example.crop() for channel in range(16) for example in examples(stripe_index, f"3:{channel}", mono2d)]
     assert len({crop.shape for crop in crops}) > 1  # crops of several shapes, each fitted into a tile
@@ -648,6 +670,10 @@ def test_examples_units_montages_and_index_checks_work_without_a_display(mono2d,
         row, column = divmod(place, 2)
         shown = montages.images[1, :, row * 66:row * 66 + 64, column * 66:column * 66 + 64]
         np.testing.assert_allclose(shown, expected_tile(example).numpy(), atol=1e-6)
+    for place, tile in enumerate(expected_map_tiles(mono2d, top, "3:6")):  # in the same places, on one scale
+        row, column = divmod(place, 2)
+        np.testing.assert_allclose(maps.images[1, row * 66:row * 66 + 64, column * 66:column * 66 + 64], tile,
+                                   atol=1e-6)
     sheet = montage([top[0].crop()], 3, 1)  # fewer crops than places: blank after the last
     assert sheet.shape == (1, 130, 130) and (sheet[:, 66:, :64] == 1).all()
 
@@ -656,6 +682,9 @@ def test_examples_units_montages_and_index_checks_work_without_a_display(mono2d,
     assert tile.shape == (1, 64, 64) and (tile[:, :13] == 1).all() and (tile[:, 51:] == 1).all()
     np.testing.assert_allclose(tile[:, 13:51], torch.nn.functional.interpolate(
         volume.amax(1)[None], size=(38, 64), mode="bilinear", antialias=True)[0].clamp(0, 1), atol=1e-6)
+    heat = torch.rand(4, 6, 10)  # and the map over it: its maximum along depth over the crop's projection
+    np.testing.assert_allclose(map_picture(volume, heat, 0.5),
+                               overlay(volume.amax(1).expand(3, -1, -1), heat.amax(0), scale=0.5), atol=1e-6)
 
     target = parse_targets("3:5", mono2d)[0]
     numbers = dataset_numbers(stripe_index, [target], [0.7], mono2d)
@@ -686,12 +715,22 @@ def world_box(layer) -> np.ndarray:
     return np.asarray(layer.extent.world)[:, -2:] + np.array([-half, half])
 
 
+def assert_just_below(layer, above) -> None:
+    """``layer`` lies just below ``above`` on the canvas: the same left and right edges and height, a small gap."""
+    (top, left), (bottom, right) = world_box(layer)
+    (above_top, above_left), (above_bottom, above_right) = world_box(above)
+    assert (left, right) == (pytest.approx(above_left), pytest.approx(above_right))
+    assert bottom - top == pytest.approx(above_bottom - above_top)
+    assert above_bottom < top < above_bottom + 0.1 * (above_bottom - above_top)
+
+
 @gui
 @needs_display
 def test_examples_appear_beside_the_render_with_the_crops_pixels_and_its_dataset_numbers(open_studio_widget, qtbot,
                                                                                         mono2d, stripe_index):
     from studio.exemplars import examples
     from studio.exemplars.scores import compare_with_dataset, path_check
+    from studio.viewer.layers import place_right_of
     from studio.viewer.streaming import EXAMPLES_KEY
 
     viewer, widget = open_studio_widget(mono2d)
@@ -700,15 +739,23 @@ def test_examples_appear_beside_the_render_with_the_crops_pixels_and_its_dataset
     render_and_watch(qtbot, widget, "3:5", steps=6, size=24, every=2)
     wait_for_examples(qtbot, widget)
     panel, render = widget.render_panel, widget.render_panel.image_layer
-    shown = viewer.layers["examples · 3:5"]
-    assert len(viewer.layers) == 2 and shown.metadata[EXAMPLES_KEY] and not shown.rgb
+    shown, maps = viewer.layers["examples · 3:5"], viewer.layers["maps · 3:5"]
+    assert len(viewer.layers) == 3 and shown.metadata[EXAMPLES_KEY] and not shown.rgb
     assert shown.data.shape == (130, 130) and shown.colormap.name == "gray"
     (top, left), (bottom, right) = world_box(render)
     (shown_top, shown_left), (shown_bottom, _) = world_box(shown)
     assert shown_left > right and shown_top == pytest.approx(top)  # to its right, level with it
     assert shown_bottom == pytest.approx(bottom)
-    first = expected_tile(examples(stripe_index, "3:5", mono2d)[0])
-    np.testing.assert_allclose(shown.data[:64, :64], first[0].numpy(), atol=1e-6)  # the crops' pixels
+    top_examples = examples(stripe_index, "3:5", mono2d)
+    np.testing.assert_allclose(shown.data[:64, :64], expected_tile(top_examples[0])[0].numpy(), atol=1e-6)
+
+    assert maps.metadata[EXAMPLES_KEY] and maps.rgb and maps.data.shape == (130, 130, 3)  # the maps: same tiles
+    assert_just_below(maps, shown)
+    np.testing.assert_allclose(maps.data[:64, :64], expected_map_tiles(mono2d, top_examples, "3:5")[0], atol=1e-6)
+    render.scale = (3, 3)  # the render laid out anew and the examples placed beside it (as studio view's figure)
+    place_right_of([shown], [render], 2, make_room=True)
+    assert np.diff(world_box(shown)[:, 0])[0] == pytest.approx(3 * (bottom - top))  # the examples moved
+    assert_just_below(maps, shown)  # the maps follow the examples
 
     result = panel.last_frame.result
     multiple = compare_with_dataset(stripe_index, result.targets[0], float(result.clean_values[0]), mono2d)
@@ -721,10 +768,14 @@ def test_examples_appear_beside_the_render_with_the_crops_pixels_and_its_dataset
     render_and_watch(qtbot, widget, "3:5", steps=2, size=24, every=1, count=3)  # a stack: one montage per unit
     wait_for_examples(qtbot, widget)
     stack, montages = widget.render_panel.image_layer, viewer.layers["examples · 3:5-7"]
+    stack_maps = viewer.layers["maps · 3:5-7"]
     assert montages.data.shape == (3, 130, 130) and viewer.dims.nsteps[0] == 3  # on the render's slider
-    second = expected_tile(examples(stripe_index, "3:6", mono2d)[0])
-    np.testing.assert_allclose(montages.data[1, :64, :64], second[0].numpy(), atol=1e-6)
+    assert stack_maps.data.shape == (3, 130, 130, 3)
+    second = examples(stripe_index, "3:6", mono2d)
+    np.testing.assert_allclose(montages.data[1, :64, :64], expected_tile(second[0])[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(stack_maps.data[1, :64, :64], expected_map_tiles(mono2d, second, "3:6")[0], atol=1e-6)
     assert world_box(stack)[1, 1] < world_box(montages)[0, 1] < world_box(montages)[1, 1] < left
+    assert_just_below(stack_maps, montages)
     assert widget.render_panel.status.value.count("x dataset max") == 3 and hook_count(mono2d.module) == 0
 
 
@@ -771,9 +822,11 @@ def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, s
     shot = iio.imread(out)[..., :3].astype(np.float32)
     record = json.loads(out.with_suffix(".json").read_text())
     render, examples = record["layers"]["3:5"]["box"], record["layers"]["examples · 3:5"]["box"]
+    maps = record["layers"]["maps · 3:5"]["box"]
     assert render[2] <= examples[0] and abs(render[1] - examples[1]) <= 2  # side by side, tops level
+    assert examples[3] <= maps[1] and abs(examples[0] - maps[0]) <= 2 and abs(examples[2] - maps[2]) <= 2  # below
     background = shot[2, render[0]]  # the canvas above the images
-    for x0, y0, x1, y1 in (render, examples):
+    for x0, y0, x1, y1 in (render, examples, maps):
         region = shot[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
         assert (np.abs(region - background).max(-1) > 30).mean() > 0.3 and region.std() > 10
     assert len(record["dataset"]) == 1 and "x dataset max" in record["dataset"][0] and "path" in record["dataset"][0]
@@ -808,6 +861,17 @@ def toy_concepts(pattern, tmp_path_factory):
                                  workers=0, progress=False, epochs=20).path
 
 
+@pytest.fixture(scope="module")
+def pattern_index(pattern, toy_concepts):
+    """A dataset-example index of ``toy_concepts`` and of ``pattern``'s logits over its images, the top 4 of each."""
+    from studio.exemplars import build_index
+
+    index = toy_concepts.parent / "concepts.sqlite"
+    build_index(pattern, toy_concepts.parent / "images", [str(toy_concepts), "logits"], index, top_k=4, workers=0,
+                progress=False)
+    return index
+
+
 @pytest.fixture
 def pattern_studio(open_studio_widget, pattern, toy_concepts):
     """The studio with ``pattern`` loaded: ``(viewer, widget, the dictionary's absolute path)``."""
@@ -819,12 +883,12 @@ def layer_labels(panel) -> dict[str, str]:
     return {value: label for label, value in panel.layer._default_choices()}
 
 
-def test_render_requests_and_examples_read_a_dictionary_from_any_folder(pattern, toy_concepts, tmp_path, monkeypatch):
-    from studio.exemplars import build_index, check_index
+def test_render_requests_and_examples_read_a_dictionary_from_any_folder(pattern, toy_concepts, pattern_index,
+                                                                       tmp_path, monkeypatch):
+    from studio.exemplars import check_index
     from studio.viewer.streaming import RenderRequest, full_name, indexed_units, load_montages, render_label
 
-    index = tmp_path / "concepts.sqlite"
-    build_index(pattern, toy_concepts.parent / "images", str(toy_concepts), index, top_k=4, workers=0, progress=False)
+    index = pattern_index
     monkeypatch.chdir(tmp_path)  # the dictionary is not in the working folder: it is found by its absolute path
     stack = RenderRequest(str(toy_concepts), "neuron", 3, position=(1, 2), count=3).targets(pattern)
     assert [t.name for t in stack] == ["toy.concepts:3@1,2", "toy.concepts:4@1,2", "toy.concepts:5@1,2"]
@@ -832,10 +896,12 @@ def test_render_requests_and_examples_read_a_dictionary_from_any_folder(pattern,
     assert [studio.parse_target(full_name(t), pattern) for t in stack] == stack
     units = indexed_units(check_index(index, pattern), stack)
     assert units == [f"{toy_concepts}:{concept}" for concept in (3, 4, 5)]
-    montages = load_montages(index, units, pattern, "examples · toy.concepts:3-5")
-    assert montages.images.shape == (3, 130, 130, 3)
-    top = studio.examples(index, f"{toy_concepts}:4", pattern)[0]
-    np.testing.assert_allclose(montages.images[1, :64, :64], expected_tile(top).permute(1, 2, 0).numpy(), atol=1e-6)
+    montages, maps = load_montages(index, units, pattern, "toy.concepts:3-5")
+    assert montages.images.shape == maps.images.shape == (3, 130, 130, 3)
+    top = studio.examples(index, units[1], pattern)
+    np.testing.assert_allclose(montages.images[1, :64, :64], expected_tile(top[0]).permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(maps.images[1, :64, :64], expected_map_tiles(pattern, top, units[1])[0], atol=1e-6)
+    assert [m.name for m in load_montages(index, ["logits:1"], pattern, "1")] == ["examples · 1"]  # no positions
 
 
 @gui
@@ -915,7 +981,8 @@ def test_a_dictionary_of_another_model_is_refused_and_a_model_change_drops_it(st
     assert panel.layer.value == path
     widget.set_model(pattern_model(channels=12))  # a mix layer of 12 channels, not 24
     assert widget.message.value == ("Dropped toy.concepts from the layers: Dictionary 'toy.concepts' reads 24 "
-                                    "channels of 'mix', but PatternNet has 12 there; load PatternNet.")
+                                    "channels of 'mix', but PatternNet has 12 there; load the model it was "
+                                    "learned on (PatternNet).")
     assert list(layer_labels(panel)) == PATTERN_LAYERS and panel.dictionaries == []  # in order, without it
     assert layer_labels(panel)["mix"].endswith("12 channels") and panel.layer.value in PATTERN_LAYERS
     panel.concepts.value = path
@@ -924,3 +991,25 @@ def test_a_dictionary_of_another_model_is_refused_and_a_model_change_drops_it(st
     assert list(layer_labels(panel)) == PATTERN_LAYERS  # dropped, not hidden
     panel.concepts.value = path  # picked again, it fits again
     assert list(layer_labels(panel)) == [*PATTERN_LAYERS, path] and panel.layer.value == path
+
+
+@gui
+@needs_display
+def test_a_concept_shows_its_maps_below_its_examples_and_logits_without_positions_show_none(pattern_studio, qtbot,
+                                                                                          pattern, pattern_index):
+    viewer, widget, path = pattern_studio
+    errors = []
+    widget.examples_panel.message.connect(lambda text, error: errors.append(text) if error else None)
+    widget.examples_panel.set_index(str(pattern_index))
+    render_and_watch(qtbot, widget, f"{path}:4", steps=2, size=32, every=1)
+    wait_for_examples(qtbot, widget)
+    maps, shown = viewer.layers["maps · toy.concepts:4"], viewer.layers["examples · toy.concepts:4"]
+    assert_just_below(maps, shown)
+    top = studio.examples(pattern_index, f"{path}:4", pattern)
+    np.testing.assert_allclose(maps.data[:64, :64], expected_map_tiles(pattern, top, f"{path}:4")[0], atol=1e-6)
+
+    render_and_watch(qtbot, widget, "logits:1", steps=2, size=32, every=1)
+    wait_for_examples(qtbot, widget)
+    assert {layer.name for layer in viewer.layers} == {"toy.concepts:4", "examples · toy.concepts:4",
+                                                       "maps · toy.concepts:4", "logits:1", "examples · logits:1"}
+    assert widget.examples_panel.map_layers == [] and errors == [] and hook_count(pattern.module) == 0

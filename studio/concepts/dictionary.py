@@ -138,7 +138,8 @@ class Dictionary:
         numbers = "".join(f", {label} {quality[key]:{fmt}}" for key, label, fmt in
                           (("r2", "R²", ".3f"), ("l0", "mean L0", ".1f")) if key in quality)
         dead = f", {quality['dead']} dead" if "dead" in quality else ""
-        return f"{self.concepts} {self.method} concepts of {self.layer} ({self.record.get('model', '?')}){numbers}{dead}"
+        layer = self.record.get("layer_name") or self.layer
+        return f"{self.concepts} {self.method} concepts of {layer} ({self.record.get('model', '?')}){numbers}{dead}"
 
     def numbers(self, concept: int) -> dict:
         """What is known of one concept and its dictionary, for a manifest: the file, its hash, the method,
@@ -174,7 +175,7 @@ def save_dictionary(path: str | os.PathLike, tensors: dict[str, torch.Tensor], r
 
 
 #: Loaded dictionaries by absolute path, with the (size, mtime) they were read at.
-_LOADED: dict[str, tuple[tuple[int, int], Dictionary]] = {}
+_LOADED: dict[str, tuple[tuple[int, int, int], Dictionary]] = {}
 
 
 def load_dictionary(path: str | os.PathLike) -> Dictionary:
@@ -186,7 +187,7 @@ def load_dictionary(path: str | os.PathLike) -> Dictionary:
     except OSError:
         raise StudioError(f"No concept dictionary at {str(path)!r}; learn one with `studio concepts MODEL FOLDER "
                           f"--layer LAYER --out {path.name}`.") from None
-    stamp = (status.st_size, status.st_mtime_ns)
+    stamp = (status.st_size, status.st_mtime_ns, status.st_ino)  # a rewrite (atomic: a new inode) is seen
     known = _LOADED.get(str(path))
     if known is None or known[0] != stamp:
         known = stamp, _read(path)
@@ -206,7 +207,9 @@ def _read(path: Path) -> Dictionary:
         raise StudioError(f"{str(path)!r} is not a concept dictionary (a safetensors file): {error}.") from None
     try:
         record = json.loads(metadata[RECORD_KEY])
-    except (KeyError, json.JSONDecodeError):
+        if not isinstance(record, dict):
+            raise TypeError
+    except (KeyError, TypeError, json.JSONDecodeError):
         raise StudioError(f"{str(path)!r} is a safetensors file without a Feature Studio record; it is not a "
                           "concept dictionary written by `studio concepts`.") from None
     if record.get("format") != FORMAT:
@@ -217,15 +220,17 @@ def _read(path: Path) -> Dictionary:
     if method not in METHODS or not needed <= set(tensors) or "layer" not in record:
         raise StudioError(f"{str(path)!r} is an incomplete concept dictionary (method {method!r}, tensors "
                           f"{sorted(tensors)}); learn it again with `studio concepts`.")
-    atoms = tensors["atoms"]
-    concepts, channels = atoms.shape
-    shapes = {"mean": (channels,), "encoder_weight": (concepts, channels), "encoder_bias": (concepts,),
-              "frequency": (concepts,)}
+    atoms, top_k = tensors["atoms"], record.get("top_k")
+    concepts, channels = atoms.shape if atoms.dim() == 2 and atoms.numel() else (-1, -1)
+    shapes = {"atoms": (concepts, channels), "mean": (channels,), "scale": (1,), "threshold": (1,),
+              "encoder_weight": (concepts, channels), "encoder_bias": (concepts,), "frequency": (concepts,)}
     wrong = [name for name, shape in shapes.items() if name in tensors and tuple(tensors[name].shape) != shape]
-    scale = float(tensors["scale"].reshape(-1)[0])
+    if method == "topk" and not (isinstance(top_k, int) and top_k >= 1):
+        wrong.append("top_k")
+    scale = float(tensors["scale"].reshape(-1)[0]) if not wrong else math.nan
     if wrong or not math.isfinite(scale) or scale <= 0 or not all(t.isfinite().all() for t in tensors.values()):
         raise StudioError(f"{str(path)!r} holds inconsistent tensors ({', '.join(wrong) or 'non-finite values'}); "
                           "learn the dictionary again.")
     return Dictionary(path, method, atoms, tensors["mean"], scale, tensors.get("encoder_weight"),
-                      tensors.get("encoder_bias"), tensors.get("threshold"), record.get("top_k"),
+                      tensors.get("encoder_bias"), tensors.get("threshold"), top_k,
                       tensors.get("frequency"), record, hashlib.sha256(data).hexdigest())

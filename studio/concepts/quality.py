@@ -16,7 +16,8 @@ CHUNK = 8192
 
 @dataclass(frozen=True)
 class Quality:
-    """R² on held-out rows; mean L0 there; concepts active on no row of all of them; rows measured."""
+    """R² and mean L0 on ``held_out`` rows (of images not trained on; on every row when ``held_out`` is 0:
+    too few images to hold one out), and the concepts active on no row at all."""
 
     r2: float
     l0: float
@@ -27,18 +28,22 @@ class Quality:
         return asdict(self)
 
 
-def measure(dictionary: Dictionary, held_out: torch.Tensor, every_row: torch.Tensor) -> tuple[Quality, torch.Tensor]:
-    """Quality on ``held_out`` rows (not trained on) and each concept's frequency over ``every_row``."""
+def measure(dictionary: Dictionary, rows: torch.Tensor, held: torch.Tensor,
+            device: torch.device | str = "cpu") -> tuple[Quality, torch.Tensor]:
+    """Quality on the rows ``held`` marks (every row when none is), and each concept's frequency over all
+    ``rows``: one encoding of each row, in chunks, on ``device``."""
+    measured = held if held.any() else torch.ones_like(held)
+    mean = rows[measured].double().mean(0).to(device)
     residual = total = active = 0.0
-    mean = held_out.double().mean(0)
-    for chunk in held_out.split(CHUNK):
+    counts = torch.zeros(dictionary.concepts, dtype=torch.float64, device=device)
+    for chunk, mask in zip(rows.split(CHUNK), measured.split(CHUNK)):
+        chunk, mask = chunk.to(device), mask.to(device)
         codes = dictionary.codes(dictionary.encode(chunk))
-        residual += (chunk - dictionary.reconstruct(codes)).double().pow(2).sum().item()
-        total += (chunk.double() - mean).pow(2).sum().item()
-        active += (codes > 0).sum().item()
-    counts = torch.zeros(dictionary.concepts, dtype=torch.float64)
-    for chunk in every_row.split(CHUNK):
-        counts += (dictionary.codes(dictionary.encode(chunk)) > 0).sum(0).double()
-    frequency = (counts / max(len(every_row), 1)).float()
+        counts += (codes > 0).sum(0).double()
+        kept, kept_codes = chunk[mask], codes[mask]
+        residual += (kept - dictionary.reconstruct(kept_codes)).double().pow(2).sum().item()
+        total += (kept.double() - mean).pow(2).sum().item()
+        active += (kept_codes > 0).sum().item()
     r2 = 1 - residual / total if total > 0 else float("nan")
-    return Quality(r2, active / max(len(held_out), 1), int((counts == 0).sum()), len(held_out)), frequency
+    quality = Quality(r2, active / int(measured.sum()), int((counts == 0).sum()), int(held.sum()))
+    return quality, (counts / len(rows)).float().cpu()

@@ -28,9 +28,11 @@ MEMORY_SHARE = 0.25
 @dataclass(frozen=True)
 class Samples:
     """``rows [N, C]`` (float32, on the CPU) from ``images`` readable files of ``files`` listed, at most
-    ``per_image`` positions of each; ``folder_sha256`` identifies the files' names and contents."""
+    ``per_image`` positions of each, and the image each row comes from (``image_of [N]``, so that rows can be
+    held out by image); ``folder_sha256`` identifies the files' names and contents."""
 
     rows: torch.Tensor
+    image_of: torch.Tensor
     layer: str
     files: int
     images: int
@@ -55,7 +57,7 @@ def collect_samples(model: StudioModel, folder: str | Path, layer: str, max_samp
     budget = _budget(max_samples, info.channels)
     per_image = max(1, min(positions, math.ceil(budget / len(files))))
     generator = torch.Generator().manual_seed(seed)
-    rows, readable = [], 0
+    rows, owners, readable = [], [], 0
     loader = image_batches(files, model.spec, batch, workers, model.device)
     with (tqdm(total=len(files), unit="img", desc=f"reading {info.name}", disable=not progress) as bar,
           torch.no_grad(), frozen(model.module)):
@@ -67,16 +69,19 @@ def collect_samples(model: StudioModel, folder: str | Path, layer: str, max_samp
                 flat = grid.reshape(len(grid), info.channels, -1).transpose(1, 2).float().cpu()  # [B, P, C]
                 picks = torch.stack([torch.randperm(positions, generator=generator)[:per_image] for _ in flat])
                 rows.append(flat.gather(1, picks[..., None].expand(-1, -1, info.channels)).reshape(-1, info.channels))
-                readable += int(keep.sum())
+                owners.append(torch.arange(readable, readable + len(flat)).repeat_interleave(per_image))
+                readable += len(flat)
             for error in filter(None, errors):
                 warnings.warn(f"Skipped an unreadable image: {error}", StudioNote, stacklevel=2)
             bar.update(len(errors))
     if not rows:
         raise StudioError(f"None of the {len(files)} files in {str(folder)!r} could be read as an image.")
-    samples = torch.cat(rows)
+    samples, image_of = torch.cat(rows), torch.cat(owners)
     if len(samples) > budget:
-        samples = samples[torch.randperm(len(samples), generator=generator)[:budget]]
-    return Samples(samples, info.name, len(files), readable, per_image, positions, folder_sha256(files, folder))
+        kept = torch.randperm(len(samples), generator=generator)[:budget]
+        samples, image_of = samples[kept], image_of[kept]
+    return Samples(samples, image_of, info.name, len(files), readable, per_image, positions,
+                   folder_sha256(files, folder))
 
 
 def _budget(max_samples: int, channels: int) -> int:

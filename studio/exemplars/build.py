@@ -68,6 +68,9 @@ def index_layers(model: StudioModel, layers: str | Sequence[str]) -> list[LayerI
         if len(info.spatial) not in (0, model.spec.dims):
             raise StudioError(f"Layer {info.name!r} is a {info.describe()}; an index takes maps with the input's "
                               f"{model.spec.dims} axes, token grids and vectors.")
+        if any(known.name == info.name and known.path != info.path for known in infos):
+            raise StudioError(f"Two layers to index are called {info.name!r} (two dictionaries of one file name); "
+                              "rename one.")
         infos.append(info)
     return list(dict.fromkeys(infos))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -59,8 +59,8 @@ class UnitStatistics:
 @dataclass(frozen=True)
 class IndexInfo:
     """What an index holds: the ``model`` and ``input`` it was built with, its ``layers`` (name: channels),
-    ``top_k``, how many ``images`` were seen and how many of those were ``unreadable``, and the SHA-256 of the
-    ``weights`` (:func:`studio.models.weights_sha256`)."""
+    ``top_k``, how many ``images`` were seen and how many of those were ``unreadable``, the SHA-256 of the
+    ``weights`` (:func:`studio.models.weights_sha256`) and of each concept dictionary it indexes (by name)."""
 
     path: Path
     model: str
@@ -70,6 +70,7 @@ class IndexInfo:
     images: int
     unreadable: int
     weights: str = ""
+    dictionaries: dict[str, str] = field(default_factory=dict)
 
 
 def index_info(index_path: str | Path) -> IndexInfo:
@@ -78,7 +79,7 @@ def index_info(index_path: str | Path) -> IndexInfo:
         meta, layers = store.read_meta(connection), store.read_layers(connection)
         images, unreadable = store.image_count(connection)
     return IndexInfo(Path(index_path), meta["model"], meta["input"], {name: row[0] for name, row in layers.items()},
-                     meta["top_k"], images, unreadable, meta.get("weights", ""))
+                     meta["top_k"], images, unreadable, meta.get("weights", ""), meta.get("dictionaries", {}))
 
 
 def check_index(path: str | Path, model: StudioModel | None) -> IndexInfo:

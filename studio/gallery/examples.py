@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 
 from studio.exemplars import examples as top_examples
+from studio.exemplars.maps import example_maps, map_picture
 from studio.exemplars.scores import DatasetComparison, PathCheck, channel_of, compare_with_dataset, path_check
 from studio.gallery.output import (
     EXAMPLES_MARKER, FORMAT, describe_device, now, read_json, unit_file, write_json,
 )
 from studio.gallery.spec import GallerySpec, Item, Unit, digest
 from studio.io import fit, read_input, write_image
+from studio.targets import layer_info
 
 
 def unit_items(spec: GallerySpec, unit: Unit) -> list[Item]:
@@ -49,7 +51,8 @@ def stale_units(spec: GallerySpec, out: Path) -> list[Unit]:
             continue
         marker = read_json(out / unit_file(unit, EXAMPLES_MARKER))
         if (not marker or marker.get("key") != examples_key(spec, unit)
-                or not all((out / crop["file"]).is_file() for crop in marker.get("examples", []))):
+                or not all("map" in crop and all((out / crop[name]).is_file() for name in ("file", "map")
+                                                 if crop[name]) for crop in marker.get("examples", []))):
             stale.append(unit)
     return stale
 
@@ -68,15 +71,21 @@ def rendered_image(out: Path, sidecar: dict, spec: GallerySpec, unit: Unit) -> t
 
 
 def _crops(spec: GallerySpec, out: Path, unit: Unit, tile: int) -> list[dict]:
-    """The unit's top ``count`` crops, each fitted into a white ``tile`` square and written as a PNG."""
-    model = spec.models[unit.model].model
+    """The unit's top ``count`` crops, each fitted into a white ``tile`` square and written as a PNG, and
+    beside each the unit's map over it (one colour scale: the top example's score), for a layer with positions."""
+    model, channel = spec.models[unit.model].model, channel_of(unit.target)
+    shown = top_examples(spec.examples.index, channel, model)[:spec.examples.count]
+    maps = example_maps(model, shown, channel) if layer_info(model, channel.layer_key).spatial else [None] * len(shown)
     records = []
-    for rank, example in enumerate(top_examples(spec.examples.index, channel_of(unit.target), model)
-                                   [:spec.examples.count]):
-        relative = unit_file(unit, f".example{rank:02d}.png")
-        write_image(out / relative, fit(example.crop(), (tile, tile), cover=False))
-        records.append({"file": relative, "source": str(example.path), "score": example.score,
-                        "position": list(example.position), "box": [list(axis) for axis in example.box]})
+    for rank, (example, heat) in enumerate(zip(shown, maps)):
+        relative, crop = unit_file(unit, f".example{rank:02d}.png"), example.crop()
+        write_image(out / relative, fit(crop, (tile, tile), cover=False))
+        record = {"file": relative, "source": str(example.path), "score": example.score,
+                  "position": list(example.position), "box": [list(axis) for axis in example.box], "map": None}
+        if heat is not None:
+            record["map"] = unit_file(unit, f".example{rank:02d}.map.png")
+            write_image(out / record["map"], fit(map_picture(crop, heat, shown[0].score), (tile, tile), cover=False))
+        records.append(record)
     return records
 
 

@@ -247,14 +247,15 @@ def _sheet_title(model: str, items: list[Item]) -> str:
 
 def _examples_rows(out: Path, items: list[Item], markers: dict[str, dict], several: bool
                    ) -> tuple[list[np.ndarray], list[str], int]:
-    """One row per render: its tile, then its unit's crops (scores as labels), padded with white tiles."""
+    """One row per render: its tile, then its unit's crops with its map over them where it has one (scores as
+    labels), padded with white tiles."""
     columns = 1 + max(len(markers[item.unit.path]["examples"]) for item in items)
     tiles, labels = [], []
     for item in items:
         crops = markers[item.unit.path]["examples"]
         blank = columns - 1 - len(crops)
         render = render_tile(out, item)
-        tiles += [render, *(iio.imread(out / crop["file"])[..., :3] for crop in crops),
+        tiles += [render, *(iio.imread(out / (crop.get("map") or crop["file"]))[..., :3] for crop in crops),
                   *[np.full_like(render, 255)] * blank]
         labels += [tile_label(item, several), *(f"{crop['score']:.3g}" for crop in crops), *[""] * blank]
     return tiles, labels, columns

@@ -137,7 +137,9 @@ def _examples_section(marker: dict | None, page: str) -> str:
     if not marker:
         return ""
     figures = "".join(
-        f"<figure><img src='{_url(crop['file'], page)}' alt='example {rank + 1}'><figcaption>#{rank + 1} · score "
+        f"<figure><img src='{_url(crop['file'], page)}' alt='example {rank + 1}'>"
+        + (f"<img src='{_url(crop['map'], page)}' alt='the unit over example {rank + 1}'>" if crop.get("map") else "")
+        + f"<figcaption>#{rank + 1} · score "
         f"{crop['score']:.4g}<br><span title='{e(crop['source'])}'>{e(Path(crop['source']).name)}</span><br>"
         f"box {' × '.join(f'{start}:{stop}' for start, stop in crop['box'])}</figcaption></figure>"
         for rank, crop in enumerate(marker["examples"]))

@@ -18,6 +18,7 @@ import torch
 
 from studio.attribution import SIGNED_METHODS, explain
 from studio.batching import Batcher, auto_batch_size
+from studio.concepts.dictionary import load_dictionary
 from studio.display import overlay
 from studio.engine import optimize
 from studio.checks import output_folder
@@ -88,8 +89,10 @@ def _out_dir(spec: GallerySpec, out_dir: str | Path | None) -> Path:
 
 def _attribution_key(spec: GallerySpec, unit: Unit) -> str:
     options = spec.attribution
+    target = unit.target
     return digest({"model": spec.models[unit.model].identity(), "target": unit.text, "method": options.method,
-                   "layer": options.layer, "photos": options.sha256})
+                   "layer": options.layer, "photos": options.sha256,
+                   **({"concepts": load_dictionary(target.concepts).sha256} if target.concepts else {})})
 
 
 def plan(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = None, *,

@@ -250,6 +250,9 @@ def _check_indexed(checker: Checker, options: ExamplesOptions, models: Mapping[s
             continue
         where = f"model {unit.model!r} target {unit.text!r}"
         layer, channel = unit.target.layer_name, unit.target.channel
+        if unit.target.concepts and info.dictionaries.get(layer) != load_dictionary(unit.target.concepts).sha256:
+            checker.fail(where, f"index {options.index.name!r} holds the examples of another dictionary called "
+                                f"{layer!r}; index this one (studio index ... --layers {layer}).", item.line)
         if info.layers.get(layer, 0) <= channel:
             held = ", ".join(f"{name} (channels 0 to {count - 1})" for name, count in info.layers.items())
             checker.fail(where, f"index {options.index.name!r} holds {held}, not {layer}:{channel}; index that layer "
@@ -308,8 +311,9 @@ def parse_spec(data: Mapping, *, text: str = "", name: str = "spec", base_dir: s
             checker.fail(where, f"two models are called {model_name!r}; give each a different name = \"...\".",
                          checker.line("name", span) or checker.line("model", span))
         model_settings = checker.settings(entry, defaults, where, span)
-        targets = [*entry.get("targets", []), *_concepts(checker, entry.get("concepts", []), where, span)]
-        if not isinstance(entry.get("targets", []), list) or not targets:
+        listed = entry.get("targets", [])
+        targets = [*listed, *_concepts(checker, entry.get("concepts", []), where, span)] if isinstance(listed, list) else []
+        if not targets:
             checker.fail(where, 'targets must list at least one target, e.g. targets = ["blocks.4:0-15", \'logits:"Egyptian cat"\'], '
                          'or concepts name a dictionary (concepts = "blocks5.concepts").',
                          checker.line("targets", span) or (span[0] if span else None))
@@ -329,7 +333,7 @@ def _concepts(checker: Checker, value, where: str, span) -> list[str]:
     """``concepts = "blocks5.concepts"`` (or a list of dictionaries): every concept of each, as targets."""
     files = [value] if isinstance(value, str) else value
     if not isinstance(files, list) or not all(isinstance(f, str) and is_dictionary_name(f) for f in files):
-        checker.fail(where, f'concepts must name dictionary files ending in .concepts, e.g. concepts = '
+        return checker.fail(where, f'concepts must name dictionary files ending in .concepts, e.g. concepts = '
                      f'"blocks5.concepts", not {value!r}.', checker.line("concepts", span))
     return [f"{file}:*" for file in files]
 
@@ -360,6 +364,8 @@ def _expand_model(checker: Checker, span, where: str, entry: ModelEntry, targets
             checker.fail(f"{where_target} {expression!r}", str(error), line)
         render = RenderSettings(**{k: v for k, v in unit_settings.items() if k not in ("seeds", "batch")})
         for target in parsed:
+            _one_dictionary_per_name(checker, target, [u for (model, _), u in units.items() if model == entry.name],
+                                     f"{where_target} {expression!r}", line)
             canonical = replace(target, text=target.name)
             unit = Unit(entry.name, canonical, layer_info(entry.model, target.layer_key).channels, len(units))
             unit = units.setdefault((entry.name, unit.text), unit)
@@ -372,6 +378,17 @@ def _expand_model(checker: Checker, span, where: str, entry: ModelEntry, targets
                                  f"{unit.text} seed {seed} is already listed{where_line} with other settings; "
                                  "list each unit once per model.", line)
                 items.setdefault(item.id, item)
+
+
+def _one_dictionary_per_name(checker: Checker, target: Target, units: list[Unit], where: str, line: int | None) -> None:
+    """A model's units are named by their dictionary's file name: two different files of one name would be one."""
+    if target.concepts is None:
+        return
+    for unit in units:
+        other = unit.target.concepts
+        if other and other != target.concepts and unit.target.layer_name == target.layer_name:
+            checker.fail(where, f"two dictionaries are called {target.layer_name!r} ({other} and "
+                         f"{target.concepts}); rename one.", line)
 
 
 def _keyed(item: Item, entry: ModelEntry) -> Item:

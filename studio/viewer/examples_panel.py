@@ -1,10 +1,11 @@
 """The dataset-examples row of the model section: an optional index (``studio index``) whose top crops of the
 units being rendered appear as a montage layer, ``examples · <unit>``, right of the render (one montage per unit
-of a stack, on the render's slider axis), and whose numbers join the render's status when it finishes: its
+of a stack, on the render's slider axis), with the unit's map over each crop in a montage just below it,
+``maps · <unit>`` (for units with positions), and whose numbers join the render's status when it finishes: its
 clean value as a multiple of the dataset maximum, and the path check (in red when flagged).
 
-Crops load and path checks run in workers (the path check holds the model lock); layers are touched only in
-the main thread. A bad index is one sentence in the widget's message; the render goes on without examples.
+Crops load, maps and path checks run in workers (maps and path checks hold the model lock); layers are touched
+only in the main thread. A bad index is one sentence in the widget's message; the render goes on without examples.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from qtpy.QtWidgets import QFileDialog
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo, check_index
 from studio.targets import Target
-from studio.viewer.layers import add_image_layers, find_image_layers, place_right_of, update_image_layers
+from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, place_right_of,
+                                  update_image_layers)
 from studio.viewer.render_panel import RenderPanel
 from studio.viewer.streaming import (EXAMPLES_KEY, Frame, Montages, UnitNumbers, check_paths,
                                      dataset_numbers, error_message, indexed_units, load_montages, render_label)
@@ -48,17 +50,21 @@ class ExamplesPanel(Container):
         self.index.native.setPlaceholderText("examples index (.sqlite, optional)")
         self.browse_button = PushButton(text="File…", tooltip="pick a dataset-example index (.sqlite)")
         self.extend([self.index, self.browse_button])
-        #: The running jobs, the layers showing the current render's examples, and its dataset numbers.
+        #: The running jobs, the layers showing the current render's examples and the maps over them (none
+        #: for units without positions), and its dataset numbers.
         self.workers: list = []
         self.layers: list[Image] = []
+        self.map_layers: list[Image] = []
         self.numbers: list[UnitNumbers] = []
         #: The current render: its number (results of an earlier one are dropped), its units in the index (None:
-        #: no examples) or why it has none, whether its image is shown and its montage still to be placed.
+        #: no examples) or why it has none, whether its image is shown, its examples montage still to be placed
+        #: (making room) and a new montage still to be brought into view.
         self._render = 0
         self._info: IndexInfo | None = None
         self._none_because = ""
         self._render_shown = False
         self._unplaced = False
+        self._unseen = False
 
         self.browse_button.changed.connect(self._browse)
         self.index.native.editingFinished.connect(lambda: self.set_index(self.index.value))
@@ -68,7 +74,7 @@ class ExamplesPanel(Container):
 
     @property
     def busy(self) -> bool:
-        """Whether crops are loading or a path check is running."""
+        """Whether crops or maps are loading or a path check is running."""
         return bool(self.workers)
 
     def set_index(self, path: str) -> None:
@@ -100,7 +106,7 @@ class ExamplesPanel(Container):
 
     def _on_started(self, targets: list[Target]) -> None:
         self._render += 1
-        self._render_shown, self.numbers, self.layers = False, [], []
+        self._render_shown, self.numbers, self.layers, self.map_layers = False, [], [], []
         self._info, self._none_because = self.check(), ""
         if self._info is None:
             return
@@ -109,10 +115,10 @@ class ExamplesPanel(Container):
         except StudioError as error:
             self._info, self._none_because = None, str(error)
             return
-        name = f"examples · {render_label(targets)}"
-        worker = create_worker(load_montages, self._info.path, units, self.render_panel.model, name,
-                               _ignore_errors=True, _progress={"desc": f"Loading {name}"})
-        worker.returned.connect(partial(self._show, self._render))
+        label = render_label(targets)
+        worker = create_worker(load_montages, self._info.path, units, self.render_panel.model, label,
+                               lock=self._lock, _ignore_errors=True, _progress={"desc": f"Loading examples · {label}"})
+        worker.yielded.connect(partial(self._show, self._render))
         self._start(worker)
 
     def _start(self, worker) -> None:
@@ -128,18 +134,26 @@ class ExamplesPanel(Container):
             self.settled.emit()
 
     def _show(self, render: int, montages: Montages) -> None:
-        """Put the montages in their layers (updated in place, or added and placed beside the render)."""
+        """Put a montage in its layers (updated in place, or added and placed): the examples beside the render,
+        the maps below the examples (following them wherever they are placed)."""
         if render != self._render:
             return
         layers = find_image_layers(self.viewer, montages.images, montages.rgb, montages.name)
-        self._unplaced = layers is None
-        if layers is None:
+        added = layers is None
+        if added:
             layers = add_image_layers(self.viewer, montages.images, montages.rgb, montages.name)
             for layer in layers:
                 layer.metadata[EXAMPLES_KEY] = True
         else:
             update_image_layers(layers, montages.images, montages.rgb, montages.name)
-        self.layers = layers
+        self._unseen = self._unseen or added
+        if montages.maps:
+            self.map_layers = layers
+        else:
+            self.layers, self._unplaced = layers, added
+            if added:
+                for event in (layers[0].events.scale, layers[0].events.translate):
+                    event.connect(self._place_maps)
         self._place()
 
     def _on_frame_shown(self, _frame: Frame) -> None:
@@ -147,14 +161,29 @@ class ExamplesPanel(Container):
         self._place()
 
     def _place(self) -> None:
-        """Keep the montage right of the render once both are shown (a new montage first makes room)."""
+        """Keep the examples right of the render and the maps below them once both are shown (a new examples
+        montage first makes room); a new montage brings the whole into view."""
         render = self.render_panel.image_layers
         if not (self._render_shown and self.layers and self.layers[0] in self.viewer.layers):
             return
         place_right_of(self.layers, render, self.render_panel.model.spec.dims, make_room=self._unplaced)
-        if self._unplaced:
-            self._unplaced = False
+        self._place_maps()
+        self._unplaced = False
+        if self._unseen:
+            self._unseen = False
             self.viewer.reset_view()
+
+    def _place_maps(self, *_) -> None:
+        """Put the maps just below the examples, at their scale and left edge."""
+        if not (self.map_layers and self.layers and self.layers[0] in self.viewer.layers):
+            return
+        examples = self.layers[0]
+        step = float(examples.scale[-1])
+        top, left = (float(offset) - step / 2 for offset in examples.translate[-2:])  # pixel edges, not centres
+        rows = image_shape(examples)[0]
+        for layer in self.map_layers:
+            place(layer, step, top + (1 + GAP) * rows * step + step / 2, left + step / 2,
+                  self.render_panel.model.spec.dims)
 
     def _on_render_finished(self, frame: Frame | None) -> None:
         """Add the finished render's dataset numbers to its status (or why it has none), then check its path."""

@@ -1,8 +1,8 @@
 """The Qt-free core of the napari studio: the viewer's own fields, what to render (from the panel's fields),
 the generator its worker thread runs, attribution jobs, conversions between image tensors
 (``[B, C, *size]``) and napari layer data (RGB pictures, grey images, one layer per channel, volumes), and the
-dataset examples shown beside a render (which units an index holds, montages of their top crops, the render's
-dataset numbers).
+dataset examples shown beside a render (which units an index holds, montages of their top crops and of the
+unit's maps over them, the render's dataset numbers).
 
 Nothing here imports napari or Qt, so it runs (and is tested) without a display.
 """
@@ -28,11 +28,12 @@ from studio.engine import RenderResult, optimize
 from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo, examples
+from studio.exemplars.maps import example_maps, map_picture
 from studio.exemplars.scores import channel_of, compare_with_dataset, path_check
 from studio.io import fit, image_grid, is_rgb_image
 from studio.models import InputSpec, StudioModel
 from studio.settings import RenderSettings, SettingField
-from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
+from studio.targets import Target, layer_info, parse_target, parse_targets, position_text, prefix_text
 
 #: Objective kinds the render panel offers: a channel's mean, one neuron of a channel, one channel of a
 #: transformer's prefix token (class, distillation, register), a whole layer (DeepDream).
@@ -61,7 +62,8 @@ UNBOUNDED = 10**9
 HEATMAP_KEY = "studio_heatmap"
 TARGETS_KEY = "studio_targets"
 CHANNELS_KEY = "studio_channels"
-#: napari layer metadata marking the layers that show a render's dataset examples.
+#: napari layer metadata marking the layers that show a render's dataset examples (their crops, or the maps
+#: over them).
 EXAMPLES_KEY = "studio_examples"
 #: The colour of errors and warnings in the widget's text.
 ERROR_COLOUR = "#ff6b6b"
@@ -348,8 +350,8 @@ def example_tile(crop: torch.Tensor, size: int = TILE) -> torch.Tensor:
 
 
 def montage(crops: Sequence[torch.Tensor], places: int, channels: int, size: int = TILE) -> torch.Tensor:
-    """A unit's crops, best first, as tiles in a near-square grid of ``places`` (blank after the last crop):
-    ``[C, H, W]``."""
+    """A unit's crops (or ``channels``-channel pictures of them, such as :func:`map_picture`), best first, as
+    tiles (:func:`example_tile`) in a near-square grid of ``places`` (blank after the last crop): ``[C, H, W]``."""
     tiles = [example_tile(crop, size) for crop in crops]
     tiles += [torch.ones(channels, size, size)] * (places - len(tiles))
     return image_grid(torch.stack(tiles))
@@ -358,24 +360,56 @@ def montage(crops: Sequence[torch.Tensor], places: int, channels: int, size: int
 @dataclass(frozen=True)
 class Montages:
     """The montage layer data of a render's units (:func:`to_napari` of ``[units, C, *size]``; a volume model's
-    montages are one voxel deep, on the render's axes) and the layer's ``name``."""
+    montages are one voxel deep, on the render's axes), the layer's ``name``, whether it is ``rgb`` and whether
+    it shows the ``maps`` over the crops (:func:`map_picture`) rather than the crops."""
 
     name: str
     images: np.ndarray
     rgb: bool
+    maps: bool = False
 
 
-def load_montages(index: str | Path, units: Sequence[str], model: StudioModel, name: str,
-                  size: int = TILE) -> Montages:
-    """One montage of top crops per unit (read from the image files: run it in a worker), for layer ``name``."""
-    crops = [[example.crop() for example in examples(index, unit, model)] for unit in units]
+def has_positions(model: StudioModel, unit: str) -> bool:
+    """Whether an indexed unit (:func:`indexed_units`) has a map over positions (not a vector such as logits)."""
+    return bool(layer_info(model, parse_target(unit, model).layer_key).spatial)
+
+
+def load_montages(index: str | Path, units: Sequence[str], model: StudioModel, label: str, size: int = TILE,
+                  lock: threading.Lock | None = None) -> Iterator[Montages]:
+    """The montage layers of a render's units as each is ready (run it in a worker): ``examples · <label>``,
+    one montage of top crops per unit (read from the image files), then, for units with positions,
+    ``maps · <label>``: each crop with the unit's map over it (:func:`map_picture`, one colour scale per unit:
+    its top example's score), the same tiles in the same places; the maps run the model, holding ``lock``."""
+    shown = [examples(index, unit, model) for unit in units]
+    crops = [[example.crop() for example in unit] for unit in shown]
     places = max(len(unit) for unit in crops)
     if not places:
         raise StudioError(f"Index {Path(index).name} holds no examples of {units[0]} yet; index some images.")
-    sheets = torch.stack([montage(unit, places, model.spec.channels, size) for unit in crops])
-    if model.spec.dims == 3:
-        sheets = sheets[:, :, None]
-    return Montages(name, to_napari(sheets), is_rgb_image(sheets[0]))
+    spec = model.spec
+    yield _montages(f"examples · {label}", [montage(unit, places, spec.channels, size) for unit in crops],
+                    spec.dims, spec.rgb)
+    if not has_positions(model, units[0]):
+        return
+    guard, pictures = lock if lock is not None else nullcontext(), []
+    for top, unit, unit_crops in zip(shown, units, crops):
+        try:
+            with guard:  # one unit at a time: a running render takes its steps between them
+                maps = example_maps(model, top, unit)
+        except RuntimeError as error:  # a generator worker takes a RuntimeError for its deletion (WorkerError)
+            raise WorkerError(error_message(error)) from error
+        pictures.append([map_picture(crop, heat, top[0].score) for crop, heat in zip(unit_crops, maps)])
+    yield _montages(f"maps · {label}", [montage(unit, places, 3, size) for unit in pictures], spec.dims,
+                    rgb=True, maps=True)
+
+
+def _montages(name: str, sheets: Sequence[torch.Tensor], dims: int, rgb: bool, maps: bool = False) -> Montages:
+    """The layer data of one montage per unit (``[C, H, W]`` each): an RGB layer of pictures, else grey or one
+    per channel; one voxel deep for a volume model (on the render's axes)."""
+    stack = torch.stack(list(sheets))
+    if dims == 3 and not rgb:
+        stack = stack[:, :, None]
+    images = to_napari(stack)  # RGB pictures: [units, H, W, 3]
+    return Montages(name, images[:, None] if dims == 3 and rgb else images, rgb, maps)
 
 
 @dataclass(frozen=True)
