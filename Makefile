@@ -11,7 +11,7 @@ $(BIN)/studio: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PINS) || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[dev,viewer,concepts]"
+	$(BIN)/pip install -q -e ".[dev,viewer,concepts,ray]"
 	touch $@
 
 install: $(BIN)/studio

@@ -288,7 +288,7 @@ def test_batcher_halves_on_out_of_memory_and_keeps_the_smaller_size():
 
 
 def test_gallery_run_recovers_from_out_of_memory_mid_batch(tmp_path, lite0, monkeypatch):
-    real = gallery.runner.optimize
+    real = gallery.rendering.optimize
 
     def flaky(model, targets, *args, **settings):  # an OOM two steps into any batch of more than two images
         for snapshot in real(model, targets, *args, **settings):
@@ -296,7 +296,7 @@ def test_gallery_run_recovers_from_out_of_memory_mid_batch(tmp_path, lite0, monk
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
             yield snapshot
 
-    monkeypatch.setattr(gallery.runner, "optimize", flaky)
+    monkeypatch.setattr(gallery.rendering, "optimize", flaky)
     spec = write_spec(tmp_path, BASE.replace("steps = 2", "steps = 4\nsize = 32\nbatch = 4"))
     report = gallery.run(spec, tmp_path / "out", models={"efficientnet_lite0": lite0}, progress=False)
     assert report.halvings == [(4, 2)]

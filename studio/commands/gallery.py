@@ -12,6 +12,11 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--check", action="store_true", help="validate the spec and show what a run would do")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                        help="render on Ray workers: alone, a Ray started on this machine; with ADDRESS (host:port), "
+                             "a running cluster (needs pip install 'feature-studio[ray]')")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Ray workers (default: one per GPU, else one per CPU)")
     parser.set_defaults(run=run)
 
 
@@ -26,7 +31,8 @@ def run(args) -> int:
               + (f", {len(work.attribution_todo)} units to attribute" if spec.attribution.photos else "")
               + (f", {len(work.examples_todo)} units to show dataset examples for" if spec.examples.index else ""))
         return 0
-    report = gallery.run(args.spec, args.out, device=args.device, progress=not args.quiet)
+    report = gallery.run(args.spec, args.out, device=args.device, progress=not args.quiet, ray=args.ray,
+                         workers=args.workers)
     per_image = f" ({report.seconds_per_image:.2f} s per image)" if report.rendered else ""
     print(f"rendered {len(report.rendered)}, skipped {len(report.skipped)} already complete{per_image}"
           + (f", attributed {len(report.attributed)} units" if report.attributed else "")

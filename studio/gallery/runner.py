@@ -20,9 +20,10 @@ from studio.attribution import SIGNED_METHODS, explain
 from studio.batching import Batcher, auto_batch_size
 from studio.concepts.dictionary import load_dictionary
 from studio.display import overlay
-from studio.engine import optimize
 from studio.checks import output_folder
 from studio.errors import StudioError
+from studio.gallery.cluster import WorkerPool
+from studio.gallery.rendering import Job, render_part
 from studio.gallery.examples import read_markers, stale_units, write_examples
 from studio.gallery.output import (
     ATTRIBUTION_MARKER, FORMAT, INDEX, MANIFEST, complete, describe_device, file_digest, intact, library_versions, lock, now,
@@ -30,7 +31,7 @@ from studio.gallery.output import (
 )
 from studio.gallery.pages import write_index, write_unit_pages
 from studio.gallery.spec import GallerySpec, Item, ModelEntry, Unit, digest, load_spec
-from studio.io import fit, to_uint8, write_image
+from studio.io import fit, write_image
 from studio.models import StudioModel
 from studio.settings import RenderSettings
 from studio.transforms import TransformSettings
@@ -135,6 +136,7 @@ class _Renderer:
         self.bar = bar
         self.versions = library_versions()
         self.batchers: dict[tuple, Batcher] = {}
+        self.halvings: list[tuple[int, int]] = []  # those of workers elsewhere (the local ones are in batchers)
         self.auto_sizes: dict[tuple, int] = {}
         self.rendered: list[str] = []
         self.seconds = 0.0
@@ -145,22 +147,33 @@ class _Renderer:
         self.bar.n = self.base + len(self.rendered) + partial
         self.bar.refresh()
 
-    def run(self) -> None:
+    def run(self, pool: WorkerPool | None = None) -> None:
+        """Render every pending job here, or on ``pool``'s workers (results written here as they come)."""
+        jobs = list(self.jobs())
+        if pool is None:
+            for job in jobs:
+                batcher = self.batchers.setdefault((job.model, job.settings, job.size), Batcher(job.size))
+                entry = self.spec.models[job.model]
+                for part, result in batcher.run(list(job.items), lambda part: self.render_batch(entry, part, job)):
+                    self.write(entry, part, result)
+            return
+        for job, parts, halvings in pool.render(jobs, self.spec.output):
+            self.halvings += halvings
+            for ids, result in parts:
+                self.write(self.spec.models[job.model], [item for item in job.items if item.id in ids], result)
+
+    def jobs(self):
+        """The engine batches with a pending member, cut from each group as a fresh run would cut them."""
         done = self.plan.done
         for (model_name, settings, seed, batch, _), items in _groups(self.spec).items():
             if all(item.id in done for item in items):
                 continue
             entry = self.spec.models[model_name]
             size = batch or (1 if items[0].unit.whole_layer else self.auto_size(entry, items, settings))
-            # One batcher per model, settings and size: what an out-of-memory error teaches holds for every seed.
-            batcher = self.batchers.setdefault((model_name, settings, size), Batcher(size))
-            # Batches are cut from the whole group, as a fresh run would cut them, and rendered whole.
             for start in range(0, len(items), size):
                 chunk = items[start:start + size]
-                if all(item.id in done for item in chunk):
-                    continue
-                for part, result in batcher.run(chunk, lambda part: self.render_batch(entry, part, settings, seed)):
-                    self.write(entry, part, result)
+                if not all(item.id in done for item in chunk):
+                    yield Job(model_name, settings, seed, size, tuple(chunk))
 
     def auto_size(self, entry: ModelEntry, items: list[Item], settings: RenderSettings) -> int:
         """:func:`auto_batch_size`, probed once per model, settings and set of layers (not once per seed)."""
@@ -169,27 +182,15 @@ class _Renderer:
             self.auto_sizes[key] = auto_batch_size(entry.model, [item.unit.target for item in items], settings)
         return self.auto_sizes[key]
 
-    def render_batch(self, entry: ModelEntry, part: list[Item], settings: RenderSettings, seed: int):
-        """One engine batch; returns ``(RenderResult, frames per item or None)``."""
-        output = self.spec.output
-        animate = output.animation != "none"
-        every = max(1, settings.steps // output.frames) if animate else max(1, settings.steps // 32)
-        frames = [[] for _ in part] if animate else None
+    def render_batch(self, entry: ModelEntry, part: list[Item], job: Job):
+        """One engine batch here, advancing the bar step by step; returns ``(RenderResult, frames or None)``."""
         weight = sum(item.id not in self.plan.done for item in part)
         self.bar.set_postfix_str(f"{entry.name} batch of {len(part)}", refresh=False)
         try:
-            # Every image gets the unit's seed itself, so an image depends on its unit and seed, not its batch.
-            for snapshot in optimize(entry.model, [item.unit.target for item in part], settings,
-                                     seed=[seed] * len(part), snapshot_every=every):
-                self.progress(weight * snapshot.step / settings.steps)
-                if frames is not None:
-                    for item_frames, image in zip(frames, snapshot.images):
-                        item_frames.append(to_uint8(image))
-                if snapshot.done:
-                    return snapshot.result, frames
+            return render_part(entry.model, part, job.settings, job.seed, self.spec.output,
+                               lambda step: self.progress(weight * step / job.settings.steps))
         finally:
             self.progress(0.0)  # finished items count once written; a failed attempt gives its progress back
-        raise RuntimeError("optimize() ended without a final snapshot")
 
     def write(self, entry: ModelEntry, part: list[Item], rendered) -> None:
         result, frames = rendered
@@ -266,13 +267,15 @@ def _attribute(plan_: Plan, bar) -> list[str]:
 
 def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = None, *,
         models: Mapping[str, StudioModel | str] | None = None, device: torch.device | str | None = None,
-        progress: bool = True) -> GalleryReport:
+        progress: bool = True, ray: str | bool | None = None, workers: int | None = None) -> GalleryReport:
     """Render every item of ``spec`` (a TOML path, a parsed mapping or a ``GallerySpec``) into ``out_dir``.
 
     Validates the whole spec first, skips items already complete with the same settings, renders the rest
     in batches, then writes attribution overlays, dataset-example crops and numbers, contact sheets,
     ``manifest.json``, ``index.html`` and a page per unit.
     ``models`` maps model specs to already loaded models (used as they are); ``device`` applies to the others.
+    ``ray``: render on Ray workers (True: a Ray started on this machine; a string: the address of a running
+    cluster), ``workers`` of them (default: one per GPU, else one per CPU); everything is written here.
     """
     from tqdm.auto import tqdm
 
@@ -293,7 +296,13 @@ def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = N
         with tqdm(total=total, initial=initial, unit="image", desc="gallery", disable=not progress,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]") as bar:
             renderer = _Renderer(work, bar)
-            renderer.run()
+            pool = WorkerPool({name: entry.model for name, entry in spec.models.items()},
+                              None if ray is True else ray, workers) if ray not in (None, False) and work.pending else None
+            try:
+                renderer.run(pool)
+            finally:
+                if pool is not None:
+                    pool.close()
             attributed = _attribute(work, bar)
             shown = write_examples(spec, out, work.done, work.examples_todo, bar)
         attributions = {unit.path: read_json(out / unit_file(unit, ATTRIBUTION_MARKER)) for unit in spec.units
@@ -306,7 +315,7 @@ def run(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = N
     finally:
         if handle is not None:
             handle.close()
-    halvings = [h for batcher in renderer.batchers.values() for h in batcher.halvings]
+    halvings = [h for batcher in renderer.batchers.values() for h in batcher.halvings] + renderer.halvings
     return GalleryReport(out, renderer.rendered, skipped, attributed, renderer.seconds, time.perf_counter() - start,
                          [out / s for s in sheets], halvings, shown)
 

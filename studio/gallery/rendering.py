@@ -1,0 +1,43 @@
+"""One engine batch of a gallery: the job (items of one model, settings and seed) and how it renders, the same
+in this process and on a Ray worker (``studio.gallery.cluster``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio.engine import optimize
+from studio.gallery.spec import Item, OutputOptions
+from studio.io import to_uint8
+from studio.models import StudioModel
+from studio.settings import RenderSettings
+
+
+@dataclass(frozen=True)
+class Job:
+    """One engine batch: items of one model, settings and seed, at most ``size`` of them (an out-of-memory
+    error splits it further where it runs)."""
+
+    model: str
+    settings: RenderSettings
+    seed: int
+    size: int
+    items: tuple[Item, ...]
+
+
+def render_part(model: StudioModel, part: list[Item], settings: RenderSettings, seed: int, output: OutputOptions,
+                on_step=None) -> tuple:
+    """Render ``part`` in one engine batch (every image with the unit's seed itself, so an image depends on
+    its unit and seed, not on its batch); returns ``(RenderResult, uint8 frames per item or None)``."""
+    animate = output.animation != "none"
+    every = max(1, settings.steps // output.frames) if animate else max(1, settings.steps // 32)
+    frames = [[] for _ in part] if animate else None
+    for snapshot in optimize(model, [item.unit.target for item in part], settings, seed=[seed] * len(part),
+                             snapshot_every=every):
+        if on_step is not None:
+            on_step(snapshot.step)
+        if frames is not None:
+            for item_frames, image in zip(frames, snapshot.images):
+                item_frames.append(to_uint8(image))
+        if snapshot.done:
+            return snapshot.result, frames
+    raise RuntimeError("optimize() ended without a final snapshot")
