@@ -196,13 +196,13 @@ def load_dictionary(path: str | os.PathLike) -> Dictionary:
 
 
 def _read(path: Path) -> Dictionary:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     try:
-        with safe_open(str(path), framework="pt") as opened:
-            metadata = opened.metadata() or {}
-            tensors = {name: opened.get_tensor(name) for name in opened.keys()}
-        data = path.read_bytes()
+        data = path.read_bytes()  # read once: the tensors, the header's record and the hash all come from it
+        tensors = load(data)
+        metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise StudioError(f"{str(path)!r} is not a concept dictionary (a safetensors file): {error}.") from None
     try:

@@ -28,12 +28,17 @@ def map_picture(crop: torch.Tensor, heat: torch.Tensor, scale: float) -> torch.T
     return overlay(preview(crop), heat.amax(0) if heat.dim() == 3 else heat, scale=scale)
 
 
+def has_positions(model: StudioModel, target: str | Target) -> bool:
+    """Whether a channel (or concept) has a map over positions, not a vector's value such as a logit."""
+    unit = parse_target(target, model)
+    return unit.channel is not None and bool(layer_info(model, unit.layer_key).spatial)
+
+
 def example_maps(model: StudioModel, examples: Sequence[Example], target: str | Target) -> list[torch.Tensor]:
     """Each example's map ``[h, w]`` (``[d, h, w]`` for a volume) in the unit's own values, aligned with its
     ``crop()``; the maps of a layer without positions (a vector, such as the logits) are refused."""
     unit = parse_target(target, model)
-    info = layer_info(model, unit.layer_key)
-    if unit.channel is None or not info.spatial:
+    if not has_positions(model, unit):
         raise StudioError(f"{unit.name} has no map over positions (a whole layer or a vector).")
     maps = []
     for start in range(0, len(examples), BATCH):

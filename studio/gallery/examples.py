@@ -15,14 +15,13 @@ from pathlib import Path
 import torch
 
 from studio.exemplars import examples as top_examples
-from studio.exemplars.maps import example_maps, map_picture
+from studio.exemplars.maps import example_maps, has_positions, map_picture
 from studio.exemplars.scores import DatasetComparison, PathCheck, channel_of, compare_with_dataset, path_check
 from studio.gallery.output import (
     EXAMPLES_MARKER, FORMAT, describe_device, now, read_json, unit_file, write_json,
 )
 from studio.gallery.spec import GallerySpec, Item, Unit, digest
 from studio.io import fit, read_input, write_image
-from studio.targets import layer_info
 
 
 def unit_items(spec: GallerySpec, unit: Unit) -> list[Item]:
@@ -75,7 +74,7 @@ def _crops(spec: GallerySpec, out: Path, unit: Unit, tile: int) -> list[dict]:
     beside each the unit's map over it (one colour scale: the top example's score), for a layer with positions."""
     model, channel = spec.models[unit.model].model, channel_of(unit.target)
     shown = top_examples(spec.examples.index, channel, model)[:spec.examples.count]
-    maps = example_maps(model, shown, channel) if layer_info(model, channel.layer_key).spatial else [None] * len(shown)
+    maps = example_maps(model, shown, channel) if has_positions(model, channel) else [None] * len(shown)
     records = []
     for rank, (example, heat) in enumerate(zip(shown, maps)):
         relative, crop = unit_file(unit, f".example{rank:02d}.png"), example.crop()

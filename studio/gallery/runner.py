@@ -18,7 +18,6 @@ import torch
 
 from studio.attribution import SIGNED_METHODS, explain
 from studio.batching import Batcher, auto_batch_size
-from studio.concepts.dictionary import load_dictionary
 from studio.display import overlay
 from studio.checks import output_folder
 from studio.errors import StudioError
@@ -30,7 +29,7 @@ from studio.gallery.output import (
     overlay_path, read_json, remove_stale_temporaries, unit_file, write_item, write_json, write_manifest, write_sheets,
 )
 from studio.gallery.pages import write_index, write_unit_pages
-from studio.gallery.spec import GallerySpec, Item, ModelEntry, Unit, digest, load_spec
+from studio.gallery.spec import GallerySpec, Item, ModelEntry, Unit, dictionary_identity, digest, load_spec
 from studio.io import fit, write_image
 from studio.models import StudioModel
 from studio.settings import RenderSettings
@@ -90,10 +89,8 @@ def _out_dir(spec: GallerySpec, out_dir: str | Path | None) -> Path:
 
 def _attribution_key(spec: GallerySpec, unit: Unit) -> str:
     options = spec.attribution
-    target = unit.target
     return digest({"model": spec.models[unit.model].identity(), "target": unit.text, "method": options.method,
-                   "layer": options.layer, "photos": options.sha256,
-                   **({"concepts": load_dictionary(target.concepts).sha256} if target.concepts else {})})
+                   "layer": options.layer, "photos": options.sha256, **dictionary_identity(unit.target)})
 
 
 def plan(spec: str | Path | Mapping | GallerySpec, out_dir: str | Path | None = None, *,

@@ -391,12 +391,18 @@ def _one_dictionary_per_name(checker: Checker, target: Target, units: list[Unit]
                          f"{target.concepts}); rename one.", line)
 
 
+def dictionary_identity(target: Target) -> dict:
+    """What a render or heat map of a concept depends on beyond its name: its dictionary's hash (a dictionary
+    learned again under the same name renders again); nothing for a channel."""
+    return {"concepts": load_dictionary(target.concepts).sha256} if target.concepts else {}
+
+
 def _keyed(item: Item, entry: ModelEntry) -> Item:
     """The item with its settings key: model identity, target, seed and render settings, hashed."""
     target = item.unit.target
     key = digest({"model": {k: v for k, v in entry.identity().items() if k != "name"},
                   "target": {"layer": target.layer, "channel": target.channel, "position": target.position,
-                             **({"concepts": load_dictionary(target.concepts).sha256} if target.concepts else {})},
+                             **dictionary_identity(target)},
                   "seed": item.seed, "settings": item.settings.as_dict(),
                   "transforms": TransformSettings.preset(item.settings.transforms).as_dict()})
     return Item(item.unit, item.seed, item.settings, item.batch, key, item.line)

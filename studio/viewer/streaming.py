@@ -28,12 +28,12 @@ from studio.engine import RenderResult, optimize
 from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo, examples
-from studio.exemplars.maps import example_maps, map_picture
+from studio.exemplars.maps import example_maps, has_positions, map_picture
 from studio.exemplars.scores import channel_of, compare_with_dataset, path_check
 from studio.io import fit, image_grid, is_rgb_image
 from studio.models import InputSpec, StudioModel
 from studio.settings import RenderSettings, SettingField
-from studio.targets import Target, layer_info, parse_target, parse_targets, position_text, prefix_text
+from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
 
 #: Objective kinds the render panel offers: a channel's mean, one neuron of a channel, one channel of a
 #: transformer's prefix token (class, distillation, register), a whole layer (DeepDream).
@@ -367,11 +367,6 @@ class Montages:
     images: np.ndarray
     rgb: bool
     maps: bool = False
-
-
-def has_positions(model: StudioModel, unit: str) -> bool:
-    """Whether an indexed unit (:func:`indexed_units`) has a map over positions (not a vector such as logits)."""
-    return bool(layer_info(model, parse_target(unit, model).layer_key).spatial)
 
 
 def load_montages(index: str | Path, units: Sequence[str], model: StudioModel, label: str, size: int = TILE,
