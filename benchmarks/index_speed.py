@@ -9,6 +9,10 @@ transaction per batch.
     python benchmarks/index_speed.py                            # 512 images, workers 0 and 2, CUDA when present
     python benchmarks/index_speed.py --images 128 --workers 0,2 --device cpu
     python benchmarks/index_speed.py --layers blocks.4,logits --batch 64 --json speed.json
+    python benchmarks/index_speed.py --ray 1,2                  # also on 1 and 2 Ray workers started here
+
+A Ray run includes starting Ray and its workers; this process reads the files' bytes and writes the index,
+the workers decode and run the model (each with this process's thread count on the CPU, or one GPU).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=512, help="JPEGs in the generated folder")
     parser.add_argument("--layers", default="blocks.2,blocks.3,blocks.4,blocks.5")
     parser.add_argument("--workers", default="0,2", help="comma-separated worker counts to time")
+    parser.add_argument("--ray", default="", help="comma-separated Ray worker counts to time as well (a Ray started "
+                                                  "here; needs feature-studio[ray])")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -60,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         build_index(model, root / "empty", args.layers, root / "fresh.sqlite", batch=args.batch, progress=False)
         setup = time.perf_counter() - start
         rows = []
-        for workers in (int(w) for w in args.workers.split(",")):
-            out = root / f"workers{workers}.sqlite"
+        runs = [("workers", int(w)) for w in args.workers.split(",")] + [("ray", int(w)) for w in args.ray.split(",") if w]
+        for kind, workers in runs:
+            out = root / f"{kind}{workers}.sqlite"
             shutil.copy(root / "fresh.sqlite", out)
             start = time.perf_counter()
-            build_index(model, root / "photos", args.layers, out, batch=args.batch, workers=workers, progress=False)
+            build_index(model, root / "photos", args.layers, out, batch=args.batch, workers=workers, progress=False,
+                        ray=kind == "ray")
             seconds = time.perf_counter() - start
-            rows.append({"workers": workers, "images": args.images, "seconds": seconds,
+            if kind == "ray":
+                import ray
+
+                ray.shutdown()  # the next run starts Ray with room for its own workers
+            rows.append({"kind": kind, "workers": workers, "images": args.images, "seconds": seconds,
                          "images_per_s": args.images / seconds, "index_mib": out.stat().st_size / 2 ** 20})
 
     device = model.device
@@ -76,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.batch}, on {name}")
     print(f"receptive fields (once per index): {setup:.1f} s")
     for row in rows:
-        print(f"  workers {row['workers']}: {row['images_per_s']:7.1f} images/s ({row['seconds']:.1f} s, index "
+        what = f"decoding workers {row['workers']}" if row["kind"] == "workers" else f"Ray workers {row['workers']}"
+        print(f"  {what:20s}: {row['images_per_s']:7.1f} images/s ({row['seconds']:.1f} s, index "
               f"{row['index_mib']:.1f} MiB)")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "layers": args.layers, "batch": args.batch,

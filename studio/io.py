@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import tempfile
@@ -55,21 +56,22 @@ def write_stack(path: str | os.PathLike, image: torch.Tensor) -> Path:
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=".tif"))
 
 
-def read_stack(path: str | os.PathLike, channels: int, dims: int) -> torch.Tensor:
+def read_stack(path: str | os.PathLike, channels: int, dims: int, data: bytes | None = None) -> torch.Tensor:
     """Read a TIFF stack (or any image imageio reads) as ``[channels, *size]`` float in ``[0, 1]``
-    (:func:`_as_unit_floats`): ``[*size]`` for one channel, channels first or last."""
-    array = _read_array(path, "a TIFF stack or an image file")
+    (:func:`_as_unit_floats`): ``[*size]`` for one channel, channels first or last. ``data``: the file's bytes,
+    already read (the file is then only named)."""
+    array = _read_array(path, "a TIFF stack or an image file", data)
     if dims == 3 and Path(path).suffix.lower() not in (".tif", ".tiff"):
         raise StudioError(f"{str(path)!r} is no TIFF stack; volumes are read from multi-page TIFF files.")
-    data = _as_unit_floats(array, repr(str(path)))
-    if data.dim() == dims and channels == 1:
-        data = data[None]
-    elif data.dim() == dims + 1 and data.shape[0] != channels and data.shape[-1] == channels:
-        data = data.movedim(-1, 0)
-    if data.dim() != dims + 1 or data.shape[0] != channels:
+    values = _as_unit_floats(array, repr(str(path)))
+    if values.dim() == dims and channels == 1:
+        values = values[None]
+    elif values.dim() == dims + 1 and values.shape[0] != channels and values.shape[-1] == channels:
+        values = values.movedim(-1, 0)
+    if values.dim() != dims + 1 or values.shape[0] != channels:
         raise StudioError(f"{str(path)!r} holds an array of shape {list(array.shape)}; the model takes {channels} "
                           f"channel(s) of a {dims}D image.")
-    return data.contiguous()
+    return values.contiguous()
 
 
 def _as_unit_floats(array: np.ndarray, name: str = "The image") -> torch.Tensor:
@@ -120,13 +122,15 @@ def from_uint8(array: np.ndarray, name: str = "The image") -> torch.Tensor:
     return _as_unit_floats(array[..., :3], name).permute(2, 0, 1).contiguous()
 
 
-def _read_array(path: str | os.PathLike, what: str) -> np.ndarray:
-    """A file's pixels through imageio (CMYK and other non-RGB colour modes converted to RGB); a missing,
-    undecodable or oversized file is a one-sentence error."""
+def _read_array(path: str | os.PathLike, what: str, data: bytes | None = None) -> np.ndarray:
+    """A file's pixels through imageio (CMYK and other non-RGB colour modes converted to RGB), from the file or
+    from its bytes ``data``; a missing, undecodable or oversized file is a one-sentence error."""
+    suffix = Path(path).suffix.lower()
+    source, hint = (path, {}) if data is None else (data, {"extension": suffix})
     try:
-        if Path(path).suffix.lower() in _CONVERTED_SUFFIXES and _colour_mode(path) in _CONVERTED_MODES:
-            return np.asarray(iio.imread(path, plugin="pillow", mode="RGB"))
-        return np.asarray(iio.imread(path))
+        if suffix in _CONVERTED_SUFFIXES and _colour_mode(path if data is None else io.BytesIO(data)) in _CONVERTED_MODES:
+            return np.asarray(iio.imread(source, plugin="pillow", mode="RGB", **hint))
+        return np.asarray(iio.imread(source, **hint))
     except FileNotFoundError:
         raise StudioError(f"Image {str(path)!r} does not exist.") from None
     except IsADirectoryError:
@@ -135,15 +139,15 @@ def _read_array(path: str | os.PathLike, what: str) -> np.ndarray:
         raise StudioError(f"{str(path)!r} has more than {Image.MAX_IMAGE_PIXELS * 2} pixels, more than is safe to "
                           "decode (a decompression bomb, or a scan to tile first); give a smaller image.") from None
     except Exception as error:  # imageio raises many types for undecodable files
-        empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        empty = not data if data is not None else Path(path).is_file() and Path(path).stat().st_size == 0
         raise StudioError(f"Cannot read {str(path)!r} ({'an empty file' if empty else type(error).__name__}); "
                           f"give {what}.") from None
 
 
-def _colour_mode(path: str | os.PathLike) -> str | None:
-    """PIL's colour mode of a file (``CMYK``, ``RGB``, ...), None when PIL cannot open it."""
+def _colour_mode(file: str | os.PathLike | io.BytesIO) -> str | None:
+    """PIL's colour mode of a file or its bytes (``CMYK``, ``RGB``, ...), None when PIL cannot open it."""
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             return image.mode
     except Exception:  # not a PIL image (a TIFF stack PIL does not read): imageio reads it as it is
         return None
@@ -154,15 +158,17 @@ _CONVERTED_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
 _CONVERTED_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read a photo as ``[3, H, W]`` float in ``[0, 1]``; an unreadable file is a one-sentence error."""
-    return from_uint8(_read_array(path, "a PNG, JPEG or TIFF file"), repr(str(path)))
+def read_image(path: str | os.PathLike, data: bytes | None = None) -> torch.Tensor:
+    """Read a photo (or decode its bytes ``data``) as ``[3, H, W]`` float in ``[0, 1]``; an unreadable file is a
+    one-sentence error."""
+    return from_uint8(_read_array(path, "a PNG, JPEG or TIFF file", data), repr(str(path)))
 
 
-def read_input(path: str | os.PathLike, channels: int = 3, dims: int = 2) -> torch.Tensor:
-    """An image file as a model of ``channels`` and ``dims`` takes it: a photo as ``[3, H, W]`` for RGB models,
-    else a TIFF stack (or image) as ``[channels, *size]`` (:func:`read_stack`)."""
-    return read_image(path) if (channels, dims) == (3, 2) else read_stack(path, channels, dims)
+def read_input(path: str | os.PathLike, channels: int = 3, dims: int = 2, data: bytes | None = None) -> torch.Tensor:
+    """An image file (or its bytes ``data``, named ``path``) as a model of ``channels`` and ``dims`` takes it: a
+    photo as ``[3, H, W]`` for RGB models, else a TIFF stack (or image) as ``[channels, *size]``
+    (:func:`read_stack`)."""
+    return read_image(path, data) if (channels, dims) == (3, 2) else read_stack(path, channels, dims, data)
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

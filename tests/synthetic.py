@@ -97,6 +97,21 @@ class PatternNet(nn.Module):
         return self.head(self.mix(self.gate(self.detect(x))))
 
 
+class ScarceMemoryNet(PatternNet):
+    """A :class:`PatternNet` on a device with room for ``room`` images: a bigger batch fails as the CPU
+    allocator's out-of-memory error does (to test batch halving where no real memory runs out)."""
+
+    def __init__(self, room: int = 2) -> None:
+        super().__init__()
+        self.room = room
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.room:
+            raise RuntimeError(f"[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                               f"you tried to allocate {len(x) * 2**30} bytes.")
+        return super().forward(x)
+
+
 def pattern_images(model: PatternNet, count: int, contrast: float = 0.12, only: int | None = None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """``[N, 3, 32, 32]`` images in ``[0, 1]``: each 8x8 cell is grey with one or two of the model's patterns,

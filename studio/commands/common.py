@@ -35,15 +35,27 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--std", default=None, help="input std per channel, comma-separated (one value: all)")
 
 
-def folder_parser(subparsers, name: str, summary: str, doc: str) -> argparse.ArgumentParser:
+def folder_parser(subparsers, name: str, summary: str, doc: str, ray: bool = False) -> argparse.ArgumentParser:
     """A subcommand that reads a folder of images through a model (``studio index``, ``studio concepts``):
-    ``[MODEL] FOLDER`` positionals, the model's weight and input options, and ``--workers``."""
+    ``[MODEL] FOLDER`` positionals, the model's weight and input options, and ``--workers`` (with ``ray``, also
+    ``--ray [ADDRESS]``, whose workers then decode)."""
     parser = subparsers.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("positionals", nargs="*", metavar="[MODEL] FOLDER",
                         help=f"the model ({MODEL_HELP}) and a folder of images (recursive: JPEG, PNG, TIFF)")
     add_weight_arguments(parser)
-    parser.add_argument("--workers", type=int, default=2, help="decoding processes; 0 decodes in this one (default: 2)")
+    help = "decoding processes; 0 decodes in this one (default: 2)"
+    if ray:
+        add_ray_argument(parser, "read the folder on Ray workers")
+        help += "; with --ray, Ray workers (default: one per GPU, else as many as the CPUs hold)"
+    parser.add_argument("--workers", type=int, default=None if ray else 2, help=help)
     return parser
+
+
+def add_ray_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray [ADDRESS]``: alone, a Ray started on this machine; with an address, a running cluster."""
+    parser.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                        help=f"{what}: alone, a Ray started on this machine; with ADDRESS (host:port), a running "
+                             "cluster (needs pip install 'feature-studio[ray]')")
 
 
 def model_and_folder(args: argparse.Namespace, needed: Sequence[str], example: str) -> tuple[StudioModel, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from studio.commands.common import add_ray_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("gallery", help="render a TOML gallery spec to PNGs, contact sheets and index.html",
@@ -12,11 +14,9 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--check", action="store_true", help="validate the spec and show what a run would do")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-                        help="render on Ray workers: alone, a Ray started on this machine; with ADDRESS (host:port), "
-                             "a running cluster (needs pip install 'feature-studio[ray]')")
+    add_ray_argument(parser, "render on Ray workers")
     parser.add_argument("--workers", type=int, default=None,
-                        help="Ray workers (default: one per GPU, else one per CPU)")
+                        help="Ray workers (default: one per GPU, else as many as the CPUs hold)")
     parser.set_defaults(run=run)
 
 

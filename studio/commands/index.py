@@ -1,6 +1,7 @@
 """studio index: build a dataset-example index of a folder, or show what one holds.
 
     studio index [MODEL] FOLDER --layers blocks.4,blocks.5 --out examples.sqlite [--top-k 16] [--batch 32] [--workers 2]
+    studio index [MODEL] FOLDER --layers ... --out ... --ray [ADDRESS] [--workers N]   # on Ray workers
     studio index --show examples.sqlite                 # the model, layers and image counts
     studio index --show examples.sqlite blocks.4:12     # a channel's statistics and top images with their crop boxes
 
@@ -15,7 +16,8 @@ from studio.exemplars import build_index, examples, index_info, unit_statistics
 
 
 def register(subparsers) -> None:
-    parser = folder_parser(subparsers, "index", "index the top-activating images of a folder for each channel", __doc__)
+    parser = folder_parser(subparsers, "index", "index the top-activating images of a folder for each channel", __doc__,
+                           ray=True)
     parser.add_argument("--layers", help="comma-separated whole layers to index, e.g. blocks.4,blocks.5,logits")
     parser.add_argument("--out", help="the index file to write or extend, e.g. examples.sqlite")
     parser.add_argument("--top-k", type=int, default=16, help="images kept per channel (default: 16)")
@@ -31,7 +33,8 @@ def run(args) -> int:
             raise StudioError("--show takes an index and at most one target, e.g. --show examples.sqlite blocks.4:12.")
         return show(*args.show)
     model, folder = model_and_folder(args, ("layers", "out"), "studio index photos/ --layers blocks.4 --out examples.sqlite")
-    info = build_index(model, folder, args.layers, args.out, top_k=args.top_k, batch=args.batch, workers=args.workers)
+    info = build_index(model, folder, args.layers, args.out, top_k=args.top_k, batch=args.batch, workers=args.workers,
+                       ray=args.ray)
     print(f"{info.path}: {info.images} images seen, {info.unreadable} unreadable")
     return 0
 

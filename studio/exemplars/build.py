@@ -1,26 +1,28 @@
 """Building a dataset-example index: a folder of images through the model in batches on its device, decoding
-overlapped with compute, each batch committed in one transaction; a rerun resumes or extends the index."""
+overlapped with compute (or on Ray workers), each batch committed in one transaction in file order; a rerun
+resumes or extends the index."""
 
 from __future__ import annotations
 
 import sqlite3
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from studio.cluster import WorkerPool
+from studio.concepts.dictionary import load_dictionary
 from studio.errors import StudioError
 from studio.exemplars import store
 from studio.exemplars.fields import receptive_fields
-from studio.exemplars.folder import image_batches, list_images
+from studio.exemplars.folder import list_images
 from studio.exemplars.query import IndexInfo, index_info
 from studio.exemplars.ranking import LayerState
-from studio.hooks import frozen
+from studio.exemplars.reading import BatchReading, read_contents, read_files
 from studio.models import StudioModel, load_model, weights_sha256
-from studio.concepts.dictionary import load_dictionary
-from studio.targets import LayerInfo, activations, layer_info, layer_key, parse_target
+from studio.targets import LayerInfo, layer_info, layer_key, parse_target
 
 
 class UnreadableImage(UserWarning):
@@ -28,13 +30,17 @@ class UnreadableImage(UserWarning):
 
 
 def build_index(model: StudioModel | str, folder: str | Path, targets_or_layers: str | Sequence[str],
-                out_path: str | Path, top_k: int = 16, batch: int = 32, workers: int = 2,
-                progress: bool = True) -> IndexInfo:
+                out_path: str | Path, top_k: int = 16, batch: int = 32, workers: int | None = None,
+                progress: bool = True, ray: str | bool | None = None) -> IndexInfo:
     """Index, for every channel of the layers named (``"blocks.4,blocks.5"``, ``["blocks.4", "logits"]``), the
     ``top_k`` images of ``folder`` (recursive: JPEG, PNG, TIFF) with the highest spatial maximum, and statistics
     over all of them, into the SQLite file ``out_path``. Images go through the model in batches of ``batch``,
-    decoded by ``workers`` processes (0: in this one). A rerun skips every file already seen: it resumes a killed
-    run and adds new files. Returns what the index holds."""
+    decoded by ``workers`` processes (0: in this one; default 2). A rerun skips every file already seen: it
+    resumes a killed run and adds new files. Returns what the index holds.
+
+    ``ray``: read the batches on Ray workers (True: a Ray started on this machine; a string: a running cluster's
+    address), ``workers`` of them (default: one per GPU, else as many as the CPUs hold); this process reads the
+    files' bytes and writes the index in file order, so the index is the one a single process builds."""
     model = load_model(model) if isinstance(model, str) else model
     layers = index_layers(model, targets_or_layers)
     if top_k < 1:
@@ -45,7 +51,18 @@ def build_index(model: StudioModel | str, folder: str | Path, targets_or_layers:
         fields = _prepare(connection, model, layers, top_k, out_path)
         states = [store.load_state(connection, info.name, info.channels, top_k, fields[info.name], model.spec.dims)
                   for info in layers]
-        _index(connection, model, layers, states, _unseen(connection, files), batch, workers, progress, out_path)
+        todo = _unseen(connection, files)
+        paths, keys = [path for path, _, _ in todo], [info.path for info in layers]
+        if ray in (None, False):
+            _index(connection, model, layers, states, todo, read_files(model, keys, paths, batch, 2 if workers is None
+                                                                      else workers), progress, out_path)
+        elif todo:
+            pool = WorkerPool({model.name: model}, None if ray is True else ray, workers)
+            try:
+                _index(connection, model, layers, states, todo, _read_on(pool, model, keys, paths, batch), progress,
+                       out_path)
+            finally:
+                pool.close()
     finally:
         connection.close()
     return index_info(out_path)
@@ -125,30 +142,43 @@ def _unseen(connection: sqlite3.Connection, files: Sequence[Path]) -> list[tuple
 
 
 def _index(connection: sqlite3.Connection, model: StudioModel, layers: Sequence[LayerInfo],
-           states: Sequence[LayerState], todo: Sequence[tuple[Path, int, float]], batch: int, workers: int,
+           states: Sequence[LayerState], todo: Sequence[tuple[Path, int, float]], readings: Iterable[BatchReading],
            progress: bool, path: str | Path) -> None:
-    """Run the unseen files through the model and commit each batch's images with the state they change."""
-    spec, keys = model.spec, [info.path for info in layers]
+    """Commit each batch's images, in file order, with the state they change."""
+    spec = model.spec
     expected = store.image_count(connection)[0]
-    loader = image_batches([path for path, _, _ in todo], spec, batch, workers, model.device)
-    with (tqdm(total=len(todo), unit="img", desc=f"indexing into {Path(path).name}", disable=not progress) as bar,
-          torch.no_grad(), frozen(model.module)):
-        for indices, images, sizes, errors in loader:
-            readable = torch.tensor([not error for error in errors])
-            inputs = (images if readable.all() else images[readable]).to(model.device, non_blocking=True)
-            acts = activations(model, spec.normalise(inputs), keys) if len(inputs) else {}
+    with tqdm(total=len(todo), unit="img", desc=f"indexing into {Path(path).name}", disable=not progress) as bar:
+        for reading in readings:
+            readable = torch.tensor([not error for error in reading.errors])
             with store.transaction(connection):
                 if store.image_count(connection)[0] != expected:
                     raise StudioError(f"Another process is writing {str(path)!r}; let it finish, or index into "
                                       "another file.")
                 rows = [(str(todo[i][0]), todo[i][1], todo[i][2], size.tolist() if not error else None, error or None)
-                        for i, size, error in zip(indices.tolist(), sizes, errors)]
+                        for i, size, error in zip(reading.indices.tolist(), reading.sizes, reading.errors)]
                 ids = torch.tensor(store.add_images(connection, rows))
-                for state, key in zip(states, keys if acts else ()):
-                    changed = state.update(acts[key], ids[readable], sizes[readable], spec.size)
+                for state, info in zip(states, layers if reading.summaries else ()):
+                    changed = state.update(reading.summaries[info.path], ids[readable], reading.sizes[readable],
+                                           spec.size)
                     store.save_state(connection, state, changed)
             expected += len(rows)
-            for error in filter(None, errors):
+            for error in filter(None, reading.errors):
                 warnings.warn(f"Skipped an unreadable image: {error}", UnreadableImage, stacklevel=3)
             bar.update(len(rows))
 
+
+def _read_on(pool: WorkerPool, model: StudioModel, keys: list[str], paths: Sequence[Path],
+             batch: int) -> Iterator[BatchReading]:
+    """The files' batches read by ``pool``'s workers from bytes read here, yielded in file order."""
+    tasks = ((model.name, keys, start, [str(p) for p in paths[start:start + batch]],
+              [_contents(p) for p in paths[start:start + batch]]) for start in range(0, len(paths), batch))
+    for _, reading in pool.map(read_contents, tasks, ordered=True):
+        yield reading
+
+
+def _contents(path: Path) -> bytes | None:
+    """A file's bytes, or None when it cannot be read here (the worker then reads it, and says why not)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

@@ -28,10 +28,11 @@ def list_images(folder: str | Path, spec: InputSpec) -> list[Path]:
 
 
 class ImageFiles(Dataset):
-    """Item ``i``: ``(i, image [C, *input size] in [0, 1], the file's own size [dims], error message or "")``."""
+    """Item ``i``: ``(i, image [C, *input size] in [0, 1], the file's own size [dims], error message or "")``,
+    read from the files, or decoded from their bytes ``contents`` read elsewhere (a Ray worker's batch)."""
 
-    def __init__(self, paths: Sequence[Path], spec: InputSpec) -> None:
-        self.paths, self.spec = list(paths), spec
+    def __init__(self, paths: Sequence[Path], spec: InputSpec, contents: Sequence[bytes] | None = None) -> None:
+        self.paths, self.spec, self.contents = list(paths), spec, contents
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -39,7 +40,8 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, torch.Tensor, str]:
         spec = self.spec
         try:
-            image = read_input(self.paths[index], spec.channels, spec.dims)
+            image = read_input(self.paths[index], spec.channels, spec.dims,
+                               None if self.contents is None else self.contents[index])
         except StudioError as error:
             return index, torch.zeros(spec.channels, *spec.size), torch.zeros(spec.dims, dtype=torch.long), str(error)
         size = torch.tensor(image.shape[1:], dtype=torch.long)

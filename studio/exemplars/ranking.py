@@ -17,6 +17,25 @@ from studio.exemplars import histogram
 from studio.exemplars.fields import crop_boxes
 
 
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch gives one layer, per image and channel (``[B, C]``, on the CPU): the spatial maximum
+    ``peaks``, its flat position in the grid ``where`` and the spatial mean ``means``; small enough to come back
+    from a worker, and all :meth:`LayerState.update` needs."""
+
+    peaks: torch.Tensor
+    where: torch.Tensor
+    means: torch.Tensor
+    grid: tuple[int, ...]
+
+
+def summarise(activation: torch.Tensor) -> BatchSummary:
+    """The :class:`BatchSummary` of a channels-first ``activation`` ``[B, C, *grid]``, reduced on its device."""
+    flat = activation.detach().reshape(*activation.shape[:2], -1).float()  # [B, C, positions]
+    peaks, where = flat.max(2)
+    return BatchSummary(peaks.double().cpu(), where.cpu(), flat.mean(2).double().cpu(), tuple(activation.shape[2:]))
+
+
 @dataclass
 class LayerState:
     """Per channel (rows): top-k ``scores`` (``-inf`` where empty), ``images`` (ids, -1 where empty),
@@ -45,20 +64,16 @@ class LayerState:
                    torch.full((channels,), -torch.inf, dtype=torch.float64),
                    np.zeros((channels, histogram.BINS), dtype=np.int64))
 
-    def update(self, activation: torch.Tensor, ids: torch.Tensor, sizes: torch.Tensor,
+    def update(self, summary: BatchSummary, ids: torch.Tensor, sizes: torch.Tensor,
                input_size: tuple[int, ...]) -> list[int]:
-        """Add a batch: its channels-first ``activation`` ``[B, C, *grid]``, the images' ``ids`` ``[B]`` and file
-        ``sizes`` ``[B, dims]``. Returns the channels whose top-k changed."""
-        flat = activation.detach().reshape(*activation.shape[:2], -1).float()  # [B, C, positions]
-        peaks, where = flat.max(2)
-        means = flat.mean(2).double().cpu()
-        peaks, where = peaks.double().cpu(), where.cpu()
+        """Add a batch: its :class:`BatchSummary`, the images' ``ids`` ``[B]`` and file ``sizes`` ``[B, dims]``.
+        Returns the channels whose top-k changed."""
+        peaks, where, means, grid = summary.peaks, summary.where, summary.means, summary.grid
         self.total += means.sum(0)
         self.peak = torch.maximum(self.peak, peaks.amax(0))
         self.best_mean = torch.maximum(self.best_mean, means.amax(0))
         channels = peaks.shape[1]
         np.add.at(self.counts, (np.arange(channels)[None], histogram.bins(peaks).numpy()), 1)
-        grid = activation.shape[2:]
         positions = torch.stack(torch.unravel_index(where, grid), -1) if grid else where[..., None][..., :0]
         boxes = crop_boxes(self.fields, positions, sizes[:, None], input_size)  # [B, C, dims, 2]
         previous = self.images

@@ -1,10 +1,11 @@
 """One engine batch of a gallery: the job (items of one model, settings and seed) and how it renders, the same
-in this process and on a Ray worker (``studio.gallery.cluster``)."""
+in this process and on a Ray worker (``studio.cluster``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.batching import Batcher
 from studio.engine import optimize
 from studio.gallery.spec import Item, OutputOptions
 from studio.io import to_uint8
@@ -41,3 +42,16 @@ def render_part(model: StudioModel, part: list[Item], settings: RenderSettings, 
         if snapshot.done:
             return snapshot.result, frames
     raise RuntimeError("optimize() ended without a final snapshot")
+
+
+def render_job(model: StudioModel, job: Job, output: OutputOptions) -> tuple[list, list]:
+    """A whole job on a worker: ``([(item ids, (RenderResult, frames)), ...], halvings)``, in engine batches
+    halved on out-of-memory, with images and results on the CPU to travel back to the driver."""
+    batcher = Batcher(job.size)
+    parts = []
+    for part, (result, frames) in batcher.run(list(job.items), lambda part: render_part(model, part, job.settings,
+                                                                                       job.seed, output)):
+        result.images, result.history, result.clean_values = (
+            result.images.cpu(), result.history.cpu(), result.clean_values.cpu())
+        parts.append(({item.id for item in part}, (result, frames)))
+    return parts, batcher.halvings

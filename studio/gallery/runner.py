@@ -21,8 +21,8 @@ from studio.batching import Batcher, auto_batch_size
 from studio.display import overlay
 from studio.checks import output_folder
 from studio.errors import StudioError
-from studio.gallery.cluster import WorkerPool
-from studio.gallery.rendering import Job, render_part
+from studio.cluster import WorkerPool
+from studio.gallery.rendering import Job, render_job, render_part
 from studio.gallery.examples import read_markers, stale_units, write_examples
 from studio.gallery.output import (
     ATTRIBUTION_MARKER, FORMAT, INDEX, MANIFEST, complete, describe_device, file_digest, intact, library_versions, lock, now,
@@ -154,7 +154,7 @@ class _Renderer:
                 for part, result in batcher.run(list(job.items), lambda part: self.render_batch(entry, part, job)):
                     self.write(entry, part, result)
             return
-        for job, parts, halvings in pool.render(jobs, self.spec.output):
+        for (_, job, _), (parts, halvings) in pool.map(render_job, [(job.model, job, self.spec.output) for job in jobs]):
             self.halvings += halvings
             for ids, result in parts:
                 self.write(self.spec.models[job.model], [item for item in job.items if item.id in ids], result)

@@ -1,23 +1,24 @@
-"""Rendering a gallery's batches on Ray workers (the optional ``feature-studio[ray]`` extra): one actor per GPU,
-or per group of CPUs, holds the spec's models and renders whole jobs; it returns the images and records, and
-the driver writes them with the gallery's own atomic, resumable logic, so workers need no shared folder.
+"""Ray workers (the optional ``feature-studio[ray]`` extra): one actor per GPU, or per group of CPUs, holds the
+models on its device and runs tasks on them; the results come back to this process (the driver), which writes
+everything, so workers need no shared folder. Gallery batches (``studio.gallery.rendering.render_job``) and
+dataset-example batches (``studio.exemplars.reading.read_contents``) run on them.
 
-A worker that dies is restarted by Ray and its job run again (``max_restarts``, ``max_task_retries``); results
-come back in completion order and each item is written once, by the driver.
+A worker that dies is restarted by Ray and its tasks run again (``max_restarts``, ``max_task_retries``); each
+result reaches the driver once.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 
-from studio.batching import Batcher
 from studio.errors import StudioError
-from studio.gallery.rendering import Job, render_part
 from studio.models import StudioModel, load_model
+
 
 def ray_module():
     """Ray, or the one sentence that says how to install it."""
@@ -58,23 +59,43 @@ class WorkerPool:
                                for name, model in models.items()})
         self.ray, self.actors = ray, [actor.remote(self.shared, threads) for _ in range(count)]
 
-    def render(self, jobs: Sequence[Job], output) -> Iterator[tuple]:
-        """``(job, [(item ids, (RenderResult, frames)), ...], halvings)`` for every job, as workers finish."""
-        ray, free, running = self.ray, list(self.actors), {}
-        pending = list(jobs)
-        while pending or running:
-            while pending and free:
-                actor, job = free.pop(), pending.pop(0)
-                running[actor.render.remote(job, output)] = (actor, job)
+    def map(self, function: Callable, tasks: Iterable[tuple], ordered: bool = False) -> Iterator[tuple]:
+        """``(task, function(model, *rest))`` for every task ``(model name, *rest)``, run on the least busy
+        worker: as workers finish, or in the tasks' order when ``ordered``. ``function`` is importable (Ray sends
+        it by name); ``tasks`` is read lazily, at most two per worker being out at a time. A task's
+        :class:`StudioError` is raised here as it is."""
+        ray, tasks, window = self.ray, iter(tasks), 2 * len(self.actors)
+        running, finished, load = {}, {}, dict.fromkeys(self.actors, 0)
+        submitted = yielded = 0
+        while True:
+            for task in itertools.islice(tasks, window - (submitted - yielded)):
+                actor = min(load, key=load.get)
+                running[actor.call.remote(function, *task)] = (submitted, task, actor)
+                load[actor] += 1
+                submitted += 1
+            if not running:
+                return
             ready, _ = ray.wait(list(running), num_returns=1)
-            actor, job = running.pop(ready[0])
-            free.append(actor)
-            parts, halvings = ray.get(ready[0])
-            yield job, parts, halvings
+            number, task, actor = running.pop(ready[0])
+            load[actor] -= 1
+            finished[number] = (task, _result(ray, ready[0]))
+            while finished and (not ordered or yielded in finished):
+                yield finished.pop(yielded if ordered else next(iter(finished)))
+                yielded += 1
 
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
+
+
+def _result(ray, reference):
+    """A finished task's value; its StudioError (a clear message about the user's input) raised as it is."""
+    try:
+        return ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, StudioError):
+            raise error.cause from None
+        raise
 
 
 def _import_paths() -> list[str]:
@@ -85,9 +106,9 @@ def _import_paths() -> list[str]:
 
 
 class _Worker:
-    """One Ray actor: the spec's models on its device (its GPU, or the CPU), rendering jobs. On the CPU it
+    """One Ray actor: the models on its device (its GPU, or the CPU), running tasks on them. On the CPU it
     uses the driver's thread count: PyTorch's CPU kernels sum in an order that depends on it, and the same
-    count gives the same pixels as a one-process run."""
+    count gives the same numbers as a one-process run."""
 
     def __init__(self, models: Mapping[str, StudioModel], threads: int) -> None:
         torch.set_num_threads(threads)
@@ -98,13 +119,6 @@ class _Worker:
         """The worker's process id (to watch or stop it from outside)."""
         return os.getpid()
 
-    def render(self, job: Job, output) -> tuple[list, list]:
-        """The job's items in engine batches (halved on out-of-memory), images and results on the CPU."""
-        batcher = Batcher(job.size)
-        parts = []
-        for part, (result, frames) in batcher.run(list(job.items), lambda part: render_part(
-                self.models[job.model], part, job.settings, job.seed, output)):
-            result.images, result.history, result.clean_values = (
-                result.images.cpu(), result.history.cpu(), result.clean_values.cpu())
-            parts.append(({item.id for item in part}, (result, frames)))
-        return parts, batcher.halvings
+    def call(self, function: Callable, model: str, *rest):
+        """``function`` on the model called ``model`` and the task's other arguments."""
+        return function(self.models[model], *rest)
