@@ -3,6 +3,7 @@
     import studio
     model = studio.load_model()                       # EfficientNet-Lite0, ImageNet weights
     result = studio.render(model, ["blocks.4:12", "blocks.4:40"], steps=256)
+    large = studio.render(model, "blocks.4:12", canvas=1280, crops=6)                # a canvas for print
     heat = studio.attribute(model, studio.read_image("cat.jpg"), "blocks.4:12", method="gradcam")
     studio.gallery.run("gallery/example.toml", "out/example")
     studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples

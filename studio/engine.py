@@ -9,6 +9,7 @@ on the sum of per-image objectives, so every image's gradient is independent of 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -59,7 +60,8 @@ class RenderResult:
 @dataclass
 class Snapshot:
     """Progress of a run: step, current images (CPU), per-image objective ``[B]`` on the transformed
-    images of that step, and each term's value. The last snapshot has ``done`` and ``result`` set."""
+    images of that step, and each term's value; on a canvas, the step's ``boxes`` ``[B, K, dims, 2]`` (start
+    and stop of each box along each image axis, in pixels). The last snapshot has ``done`` and ``result`` set."""
 
     step: int
     steps: int
@@ -68,6 +70,7 @@ class Snapshot:
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     done: bool = False
     result: RenderResult | None = None
+    boxes: torch.Tensor | None = None
 
 
 def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequence[TargetSpec]
@@ -106,21 +109,59 @@ def objective_for(model: StudioModel, objective: Objective | TargetSpec | Sequen
     return total, targets
 
 
-def _activations(model: StudioModel, images: torch.Tensor, keys: list[str], transform: TransformSettings | None,
-                 draws: torch.Tensor | None, precision: str = "float32") -> dict[str, torch.Tensor]:
-    """The objective's activations (channels-first, :func:`studio.targets.activations`), plus the images.
+@dataclass(frozen=True)
+class _View:
+    """How the model sees the optimised images in a step: through ``transform`` (None: only resized), and for
+    a canvas through boxes of ``box`` pixels at ``origins`` ``[B, K, dims]``, each seen as an image of ``size``."""
+
+    transform: TransformSettings | None
+    draws: torch.Tensor | None = None
+    origins: torch.Tensor | None = None
+    box: int | None = None
+    size: int | None = None
+
+    def boxes(self) -> torch.Tensor | None:
+        """The boxes as :class:`Snapshot` gives them (image axis order, start and stop), on the CPU."""
+        if self.origins is None:
+            return None
+        start = self.origins.flip(-1).cpu()  # x first -> the image's axis order
+        return torch.stack([start, start + self.box], -1).long()
+
+
+def _evaluate(model: StudioModel, objective: Objective, images: torch.Tensor, keys: list[str], view: _View,
+              precision: str = "float32") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Each image's objective ``[B]`` and terms on the model's view of ``images``; with a canvas, the mean over
+    its boxes (one forward pass for all boxes of all images).
 
     Only the model's forward runs in ``precision``; parameterisation, colour and transforms stay float32.
     """
-    if transform is None:
+    if view.transform is None:
         inputs = resize_to_input(images, model.spec)
     else:
-        inputs = random_affine(images, model.spec.size, transform, draws)
+        inputs = random_affine(images, model.spec.size, view.transform, view.draws, view.origins, view.box, view.size)
     autocast = nullcontext() if precision == "float32" else torch.autocast(images.device.type, dtype=torch.bfloat16)
     with autocast:
         acts = activations(model, model.spec.normalise(inputs), keys)
-    acts[IMAGE] = images
-    return acts
+    batch = len(images)
+    crops = len(inputs) // batch
+    values, terms = [], {}
+    for k in range(crops):  # crop-major rows: crop k of every image
+        part = {key: value[k * batch:(k + 1) * batch] for key, value in acts.items()}
+        total, part_terms = objective.evaluate({**part, IMAGE: images})
+        values.append(total)
+        for name, term in part_terms.items():
+            terms.setdefault(name, []).append(term)
+    if crops == 1:
+        return values[0], {name: parts[0] for name, parts in terms.items()}
+    return torch.stack(values).mean(0), {name: torch.stack(parts).mean(0) for name, parts in terms.items()}
+
+
+def canvas_grid(settings: RenderSettings, dims: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``[n ** dims, dims]`` origins of the boxes that tile a canvas evenly (``n = ceil(1 / crop_size)`` per
+    axis, overlapping where they must), where a canvas render's clean value is judged: every part counts."""
+    n = math.ceil(1 / settings.crop_size - 1e-9)
+    steps = torch.linspace(0, settings.canvas - settings.box, n, device=device).round()
+    return torch.stack(torch.meshgrid(*[steps] * dims, indexing="ij"), -1).reshape(-1, dims)
 
 
 def _check_finite(history: torch.Tensor, start: int, end: int) -> None:
@@ -131,6 +172,26 @@ def _check_finite(history: torch.Tensor, start: int, end: int) -> None:
         first = start + int((~finite).nonzero()[0, 0]) + 1
         raise StudioError(f"The objective became NaN or infinite at step {first}; lower the learning rate, or "
                           "check the model's outputs for that input.")
+
+
+def _step_view(settings: RenderSettings, transform: TransformSettings, draws: torch.Tensor, dims: int) -> _View:
+    """A step's view: the transforms with this step's draws; with a canvas, boxes placed by the first ``dims``
+    draws of each crop: a box centred uniformly on the canvas, moved inside it where it would stick out, so the
+    canvas's edges are seen about half as often as its middle (uniform origins would almost never show them)."""
+    if not settings.canvas:
+        return _View(transform, draws[:, 0])
+    box = settings.box
+    origins = (draws[..., :dims] * settings.canvas - box / 2).clamp(0, settings.canvas - box).floor()
+    return _View(transform, draws[..., dims:], origins, settings.box, settings.size)
+
+
+def _clean_view(settings: RenderSettings, batch: int, dims: int, device: torch.device) -> _View:
+    """The final judgement's view: the whole image resized, or every box of :func:`canvas_grid` untransformed."""
+    if not settings.canvas:
+        return _View(None)
+    origins = canvas_grid(settings, dims, device)
+    return _View(TransformSettings.preset("none"), torch.zeros(batch, len(origins), draw_count(dims), device=device),
+                 origins.expand(batch, *origins.shape), settings.box, settings.size)
 
 
 def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec],
@@ -156,14 +217,16 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     for key in keys:
         module_of(model, key)  # an unknown layer in a custom objective fails here, before the first step
     batch = len(targets) if targets is not None else (batch or 1)
+    crops = settings.crops if settings.canvas else 1
     if custom is None:
-        check_render(model, keys or [""], batch, settings.size, settings.param)
+        check_render(model, keys or [""], batch, settings.side, settings.param, crops)
     device = model.device
     seeds = seeds_for(seed, batch)
-    param = custom or image(settings.size, batch, kind=settings.param, decorrelate=settings.decorrelate,
+    param = custom or image(settings.side, batch, kind=settings.param, decorrelate=settings.decorrelate,
                             decay_power=settings.decay_power, seed=seeds, init=init, device=device,
                             channels=model.spec.channels, dims=model.spec.dims)
-    draws_per_step = draw_count(model.spec.dims)
+    dims = model.spec.dims
+    draws_per_crop = draw_count(dims) + (dims if settings.canvas else 0)  # a canvas box's place, then its transforms
     transform = ranges or TransformSettings.preset(settings.transforms)
     seed_tensor = torch.tensor(seeds, dtype=torch.int64, device=device)
     every = snapshot_every or max(1, settings.steps // 32)
@@ -187,8 +250,9 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
         # (grad mode is thread-local: a napari worker thread needs it enabled here).
         with frozen(model.module), torch.enable_grad():
             images = param()
-            draws = counter_uniform(seed_tensor, step, draws_per_step)
-            total, terms = objective.evaluate(_activations(model, images, keys, transform, draws, precision))
+            draws = counter_uniform(seed_tensor, step, crops * draws_per_crop).view(batch, crops, draws_per_crop)
+            view = _step_view(settings, transform, draws, dims)
+            total, terms = _evaluate(model, objective, images, keys, view, precision)
             optimizer.zero_grad(set_to_none=True)
             (-total.sum()).backward()
             optimizer.step()
@@ -199,10 +263,11 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
         if step % every == 0 and step < steps:
             with torch.no_grad():
                 current = param().cpu()
-            yield Snapshot(step, steps, current, total.detach().cpu(), {k: v.detach().cpu() for k, v in terms.items()})
+            yield Snapshot(step, steps, current, total.detach().cpu(), {k: v.detach().cpu() for k, v in terms.items()},
+                           boxes=view.boxes())
     with frozen(model.module), torch.no_grad():
         final = param().detach()
-        clean, clean_terms = objective.evaluate(_activations(model, final, keys, None, None))
+        clean, clean_terms = _evaluate(model, objective, final, keys, _clean_view(settings, batch, dims, device))
     if not (torch.isfinite(final).all() and torch.isfinite(clean).all()):  # the last update broke the images
         raise StudioError(f"The objective became NaN or infinite at step {steps}; lower the learning rate, or "
                           "check the model's outputs for that input.")

@@ -114,13 +114,15 @@ def largest_fitting(per_image: float, free: float) -> int:
     return int(free // max(per_image, 1.0))
 
 
-def check_render(model: StudioModel, keys: Iterable[str], batch: int, size: int, param: str) -> None:
-    """Refuse (:class:`MemoryShortage`) a render of ``batch`` images of side ``size`` that would not fit the
-    model's device, naming the largest batch, or the largest size, that would."""
+def check_render(model: StudioModel, keys: Iterable[str], batch: int, size: int, param: str, crops: int = 1) -> None:
+    """Refuse (:class:`MemoryShortage`) a render of ``batch`` images of side ``size``, each seen through
+    ``crops`` boxes a step, that would not fit the model's device, naming the largest batch, or the largest
+    size, that would."""
     free = free_bytes(model.device)
     model_part = activation_bytes(model, list(keys))
     if free is None or model_part is None:
         return
+    model_part *= crops
     per_image = model_part + image_bytes(model, size, param)
     fits = largest_fitting(per_image, free)
     if fits >= batch:

@@ -9,6 +9,7 @@ field here and appears everywhere.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
@@ -19,6 +20,8 @@ from studio.param.image import PARAM_KINDS
 from studio.transforms import TRANSFORM_PRESETS
 
 PRECISIONS = ("float32", "bfloat16")
+#: Settings that only matter with a canvas.
+CANVAS_ONLY = ("canvas", "crops", "crop_size")
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,45 @@ class RenderSettings:
     decorrelate: bool = _setting(True, "optimise in decorrelated ImageNet colour")
     decay_power: float = _setting(1.0, "Fourier/MACO spectrum falls as 1/f^decay_power", minimum=0.0)
     precision: str = _setting("float32", "model forward precision (bfloat16: faster on GPUs)", choices=PRECISIONS)
+    canvas: int = _setting(0, "side of a large canvas optimised through random crops, e.g. 1280 (0: none; the "
+                              "image is size px)", minimum=0, maximum=8192)
+    crops: int = _setting(6, "random boxes of the canvas each step, each seen at size px through the transforms",
+                          minimum=1, maximum=64)
+    crop_size: float = _setting(0.25, "side of a canvas box, as a fraction of the canvas side", positive=True,
+                                maximum=1.0)
 
     def __post_init__(self) -> None:
         for spec in setting_fields():
             object.__setattr__(self, spec.name, spec.check(getattr(self, spec.name)))
+        if self.canvas and self.canvas * self.crop_size < 8:
+            raise StudioError(f"A canvas of {self.canvas} px with crop_size {self.crop_size:g} makes boxes of "
+                              f"{self.canvas * self.crop_size:.1f} px; give a canvas of at least "
+                              f"{math.ceil(8 / self.crop_size)} px or a larger crop_size.")
+
+    @property
+    def side(self) -> int:
+        """The side of the optimised image: the canvas, or ``size``."""
+        return self.canvas or self.size
+
+    @property
+    def box(self) -> int:
+        """The side of a canvas box in pixels (the whole image without a canvas)."""
+        return max(2, round(self.canvas * self.crop_size)) if self.canvas else self.size
+
+    def describe(self) -> str:
+        """The image in a few words: ``fourier 128px``, or ``fourier canvas 1280px, 6 crops of 25%``."""
+        if not self.canvas:
+            return f"{self.param} {self.size}px"
+        return f"{self.param} canvas {self.canvas}px, {self.crops} crops of {self.crop_size:.0%}"
 
     def as_dict(self) -> dict:
-        """The settings by name (what provenance records)."""
-        return asdict(self)
+        """The settings by name (what provenance records and gallery keys hash); the crop settings only with a
+        canvas, where they change the image, so images rendered before canvases existed keep their keys."""
+        values = asdict(self)
+        if not self.canvas:
+            for name in CANVAS_ONLY:
+                values.pop(name)
+        return values
 
     def updated(self, changes: Mapping[str, object]) -> RenderSettings:
         """A copy with ``changes`` applied; an unknown name is a one-sentence error with the closest name."""

@@ -3,7 +3,8 @@
 The standard robust set (Lucid's ``standard_transforms``: pad 12 with grey, jitter 8, scale 0.9-1.1,
 rotate -10..10 degrees, jitter 4) and the resize to the model's input size are composed into one affine
 map per image and applied in a single ``kornia`` warp: one resampling instead of five, and all random
-draws are made on the device in one call per step, so the loop never waits on the host.
+draws are made on the device in one call per step, so the loop never waits on the host. A large canvas is
+seen through random boxes, each composed with the same transforms into the same one warp.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
 from studio.errors import StudioError
@@ -72,47 +72,89 @@ def counter_uniform(seeds: torch.Tensor, step: int, count: int) -> torch.Tensor:
 
 
 def draw_count(dims: int) -> int:
-    """Uniform draws per image and step: shifts along each axis, a scale, and the rotation angles (one in 2D,
-    one about each axis in 3D)."""
+    """Uniform draws per image (or crop) and step: shifts along each axis, a scale, and the rotation angles
+    (one in 2D, one about each axis in 3D)."""
     return 4 if dims == 2 else 7
 
 
 def random_affine(images: torch.Tensor, out_size: tuple[int, ...], settings: TransformSettings,
-                  draws: torch.Tensor | None = None) -> torch.Tensor:
-    """Pad, jitter, scale, rotate and jitter each image (or volume) independently, then resize to ``out_size``.
+                  draws: torch.Tensor | None = None, origins: torch.Tensor | None = None,
+                  side: int | None = None, view: int | None = None) -> torch.Tensor:
+    """Pad, jitter, scale, rotate and jitter each image (or volume) independently, then resize to ``out_size``,
+    in one ``kornia`` warp per image (the pad's grey is the value outside the image; not padded, the edge).
 
     ``draws`` (``[B, draw_count(dims)]`` uniform in ``[0, 1)``: shifts, scale, angles) come from
     :func:`counter_uniform` in the engine; by default they are drawn from torch's global generator.
+
+    Crops of a large canvas: ``origins`` ``[B, K, dims]`` (pixels, ``x`` first) place ``K`` boxes of ``side``
+    pixels on each image, and each box is transformed as if it were an image of ``view`` pixels (the robust
+    transforms keep their pixel scale), with ``draws`` ``[B, K, draw_count]``. The result is crop-major,
+    ``[K * B, C, *out_size]``: rows ``k * B .. (k + 1) * B`` are crop ``k`` of every image.
     """
-    if len(out_size) == 3:
-        return _random_affine_volume(images, out_size, settings, draws)
-    b, _, h, w = images.shape
+    b, dims = images.shape[0], len(out_size)
     device = images.device
-    if settings.pad:
-        images = F.pad(images, (settings.pad,) * 4, value=settings.pad_value)
-    ph, pw = images.shape[-2:]
+    count = draw_count(dims)
+    if origins is None:
+        origins = torch.zeros(b, 1, dims, device=device)
+        side = view = None
+    crops = origins.shape[1]
     if draws is None:
-        draws = torch.rand(b, 4, device=device)
-    # Each jitter of d pixels is a random crop offset in [0, d); centred, the offsets add up.
-    shift_range = torch.tensor(float(sum(d - 1 for d in settings.jitter)), device=device)
-    shift = (draws[:, :2] - 0.5) * shift_range
+        draws = torch.rand(b, crops, count, device=device)
+    draws = draws.reshape(b, crops, count)
+    source = torch.tensor(images.shape[2:][::-1], dtype=torch.float32, device=device)  # (x, y[, z]) sizes
+    virtual = source if view is None else torch.full((dims,), float(view), device=device)
+    zoom = 1.0 if side is None else (view - 1) / (side - 1)  # canvas pixels to the box's virtual pixels
+    matrix = _robust_matrix(virtual, torch.tensor(out_size[::-1], dtype=torch.float32, device=device), settings,
+                            draws.reshape(b * crops, count))
+    a = matrix[:, :, :dims] * zoom
+    offset = matrix[:, :, dims] - torch.einsum("nij,nj->ni", a, origins.reshape(b * crops, dims).float())
+    matrices = torch.cat([a, offset[..., None]], 2).reshape(b, crops, dims, dims + 1).to(images.dtype)
+    # with a pad, outside the image is the pad's grey (zeros around the image less that grey); without, its edge
+    fill, padding = (settings.pad_value, "zeros") if settings.pad else (0.0, "border")
+    warp = _warp_2d if dims == 2 else _warp_3d
+    out = torch.cat([warp(images - fill, matrices[:, k], out_size, padding) for k in range(crops)])
+    return out + fill
+
+
+def _warp_2d(images: torch.Tensor, matrix: torch.Tensor, out_size: tuple[int, ...], padding: str) -> torch.Tensor:
+    return warp_affine(images, matrix, dsize=tuple(out_size), mode="bilinear", padding_mode=padding,
+                       align_corners=True)
+
+
+def _warp_3d(volumes: torch.Tensor, matrix: torch.Tensor, out_size: tuple[int, ...], padding: str) -> torch.Tensor:
+    from kornia.geometry.transform import warp_affine3d
+
+    return warp_affine3d(volumes, matrix, dsize=tuple(out_size), flags="bilinear", padding_mode=padding,
+                         align_corners=True)
+
+
+def _robust_matrix(source: torch.Tensor, out: torch.Tensor, settings: TransformSettings,
+                   draws: torch.Tensor) -> torch.Tensor:
+    """``[N, dims, dims + 1]`` affine maps from an image of ``source`` pixels (``x`` first) onto the output grid of
+    ``out`` pixels: pad, jitter (shifts), scale and rotate about the centre, jitter, resize, composed.
+
+    dst = A (src + pad - centre_src - shift) + centre_dst, with A = zoom * scale * rotation and the zoom
+    mapping the window that the jitter crops leave of the padded image onto the output."""
+    dims = len(out)
+    crop = float(sum(d - 1 for d in settings.jitter))  # each jitter of d pixels is a crop offset in [0, d)
+    shift = (draws[:, :dims] - 0.5) * crop
     if settings.jitter:
         shift = shift.round()
     low, high = settings.scale
-    scale = low + (high - low) * draws[:, 2]
-    angle = (2 * draws[:, 3] - 1) * math.radians(settings.degrees)
-    # Window of the padded image that the jitter crops leave, mapped onto the output grid.
-    window_h = ph - sum(d - 1 for d in settings.jitter)
-    window_w = pw - sum(d - 1 for d in settings.jitter)
-    zoom_y, zoom_x = out_size[0] / window_h * scale, out_size[1] / window_w * scale
+    scale = low + (high - low) * draws[:, dims]
+    angles = (2 * draws[:, dims + 1:] - 1) * math.radians(settings.degrees)
+    padded = source + 2 * settings.pad
+    rotation = _rotation_2d(angles[:, 0]) if dims == 2 else _rotation(angles)
+    a = (out / (padded - crop)).view(1, dims, 1) * scale.view(-1, 1, 1) * rotation
+    centre_src = (padded - 1) / 2 + shift - settings.pad
+    offset = (out - 1) / 2 - torch.einsum("nij,nj->ni", a, centre_src)
+    return torch.cat([a, offset[..., None]], dim=2)
+
+
+def _rotation_2d(angle: torch.Tensor) -> torch.Tensor:
+    """``[N, 2, 2]`` rotations by ``angle`` ``[N]`` (radians)."""
     cos, sin = torch.cos(angle), torch.sin(angle)
-    # dst = A (src - centre_src - shift) + centre_dst, with A = zoom * rotation.
-    a = torch.stack([torch.stack([zoom_x * cos, -zoom_x * sin], -1), torch.stack([zoom_y * sin, zoom_y * cos], -1)], 1)
-    centre_src = torch.tensor([(pw - 1) / 2, (ph - 1) / 2], device=device) + shift
-    centre_dst = torch.tensor([(out_size[1] - 1) / 2, (out_size[0] - 1) / 2], device=device)
-    offset = centre_dst - torch.einsum("bij,bj->bi", a, centre_src)
-    matrix = torch.cat([a, offset[..., None]], dim=2).to(images.dtype)
-    return warp_affine(images, matrix, dsize=out_size, mode="bilinear", padding_mode="border", align_corners=True)
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], 1)
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -126,34 +168,3 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     ry = matrix([(cos[:, 1], zero, sin[:, 1]), (zero, one, zero), (-sin[:, 1], zero, cos[:, 1])])
     rz = matrix([(cos[:, 2], -sin[:, 2], zero), (sin[:, 2], cos[:, 2], zero), (zero, zero, one)])
     return rz @ ry @ rx
-
-
-def _random_affine_volume(volumes: torch.Tensor, out_size: tuple[int, int, int], settings: TransformSettings,
-                          draws: torch.Tensor | None) -> torch.Tensor:
-    """The 3D counterpart of :func:`random_affine`: pad, jitter along every axis, scale, rotate about every
-    axis, resize to ``out_size``, in one ``kornia`` 3D warp (draws: 3 shifts, scale, 3 angles)."""
-    from kornia.geometry.transform import warp_affine3d
-
-    b = volumes.shape[0]
-    device = volumes.device
-    if settings.pad:
-        volumes = F.pad(volumes, (settings.pad,) * 6, value=settings.pad_value)
-    sizes_xyz = torch.tensor(volumes.shape[2:][::-1], dtype=torch.float32, device=device)  # (W, H, D)
-    if draws is None:
-        draws = torch.rand(b, draw_count(3), device=device)
-    crop = float(sum(d - 1 for d in settings.jitter))
-    shift = (draws[:, :3] - 0.5) * crop
-    if settings.jitter:
-        shift = shift.round()
-    low, high = settings.scale
-    scale = low + (high - low) * draws[:, 3]
-    angles = (2 * draws[:, 4:7] - 1) * math.radians(settings.degrees)
-    out_xyz = torch.tensor(out_size[::-1], dtype=torch.float32, device=device)
-    zoom = out_xyz / (sizes_xyz - crop)                                                   # per axis (x, y, z)
-    a = zoom.view(1, 3, 1) * scale.view(b, 1, 1) * _rotation(angles)
-    centre_src = (sizes_xyz - 1) / 2 + shift
-    centre_dst = (out_xyz - 1) / 2
-    offset = centre_dst - torch.einsum("bij,bj->bi", a, centre_src)
-    matrix = torch.cat([a, offset[..., None]], dim=2).to(volumes.dtype)
-    return warp_affine3d(volumes, matrix, dsize=tuple(out_size), flags="bilinear", padding_mode="border",
-                         align_corners=True)

@@ -115,3 +115,26 @@ def test_cppn_is_per_image_and_resolution_independent():
     assert not torch.allclose(small()[0], large()[0, :, ::2, ::2])
     with pytest.raises(ValueError, match="cannot start from an image"):
         param.image(16, kind="cppn", init=torch.rand(3, 16, 16))
+
+
+def test_maco_magnitude_for_a_canvas_larger_than_the_photos_is_measured_at_their_scale():
+    from studio.param import natural_magnitude
+    from studio.param.fourier import rfft_frequencies
+
+    # stand-ins for photos: 1/f noise (a natural image's spectrum), 256 px; the "photos" are their 128 px corners
+    generator = torch.Generator().manual_seed(0)
+    spectrum = torch.polar(1 / rfft_frequencies(256, 256).clamp(min=1 / 256),
+                           torch.rand(8, 3, 256, 129, generator=generator) * 6.2832)
+    images = torch.fft.irfftn(spectrum, s=(256, 256), dim=(-2, -1), norm="ortho")
+    direct = natural_magnitude(images, 256, 256)
+    carried = natural_magnitude(images[..., :128, :128], 256, 256)
+    assert carried.shape == direct.shape == (3, 256, 129)
+    radius = rfft_frequencies(256, 256)
+    for low, high in ((0.005, 0.015), (0.03, 0.06), (0.1, 0.2), (0.3, 0.45)):
+        shell = (radius >= low) & (radius < high)
+        ratio = carried[:, shell].mean() / direct[:, shell].mean()
+        assert 0.8 < ratio < 1.25, (low, ratio)
+    # upsampling the corners instead (what resizing would do) loses the fine detail a canvas is for
+    upsampled = torch.nn.functional.interpolate(images[..., :128, :128], size=(256, 256), mode="bilinear")
+    fine = radius > 0.3
+    assert natural_magnitude(upsampled, 256, 256)[:, fine].mean() < 0.5 * direct[:, fine].mean()

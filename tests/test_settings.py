@@ -14,12 +14,12 @@ import studio
 from studio import gallery
 from studio.cli import build_parser
 from studio.param import PARAM_KINDS
-from studio.settings import PRECISIONS, RenderSettings, setting_fields
+from studio.settings import CANVAS_ONLY, PRECISIONS, RenderSettings, setting_fields
 from studio.transforms import TRANSFORM_PRESETS
 
 #: A value other than the default for every setting, each cheap to render with.
 CHANGED = {"param": "maco", "steps": 2, "size": 24, "lr": 0.02, "transforms": "none", "decorrelate": False,
-           "decay_power": 1.5, "precision": "bfloat16"}
+           "decay_power": 1.5, "precision": "bfloat16", "canvas": 48, "crops": 2, "crop_size": 0.5}
 
 
 def test_fields_defaults_and_choices():
@@ -27,7 +27,10 @@ def test_fields_defaults_and_choices():
     by_name = {spec.name: spec for spec in setting_fields()}
     assert by_name["param"].choices == PARAM_KINDS and by_name["transforms"].choices == TRANSFORM_PRESETS
     assert by_name["precision"].choices == PRECISIONS
-    assert RenderSettings().as_dict() == {spec.name: spec.default for spec in setting_fields()}
+    # the crop settings change nothing without a canvas, so they are recorded (and keyed) only with one
+    assert RenderSettings().as_dict() == {spec.name: spec.default for spec in setting_fields()
+                                          if spec.name not in CANVAS_ONLY}
+    assert RenderSettings(canvas=64).as_dict() == {spec.name: spec.default for spec in setting_fields()} | {"canvas": 64}
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -54,7 +57,7 @@ def test_every_setting_is_a_cli_option_with_its_help_and_choices():
         assert tuple(action.choices or ()) == (spec.choices or ())
     args = render.parse_args(["blocks.4:1", "--param", "maco", "--steps", "2", "--size", "24", "--lr", "0.02",
                               "--transforms", "none", "--no-decorrelate", "--decay-power", "1.5",
-                              "--precision", "bfloat16"])
+                              "--precision", "bfloat16", "--canvas", "48", "--crops", "2", "--crop-size", "0.5"])
     from studio.commands.common import render_settings_from_args
 
     assert render_settings_from_args(args) == RenderSettings(**CHANGED)

@@ -224,7 +224,7 @@ def test_the_render_fields_are_the_render_settings_and_what_is_chosen_reaches_th
     assert panel.request().settings == RenderSettings()  # the fields start at the settings' defaults
 
     chosen = {"param": "pixel", "steps": 2, "size": 40, "lr": 0.0125, "transforms": "none", "decorrelate": False,
-              "decay_power": 1.5, "precision": "bfloat16"}
+              "decay_power": 1.5, "precision": "bfloat16", "canvas": 120, "crops": 2, "crop_size": 0.5}
     assert set(chosen) == {spec.name for spec in setting_fields()}
     assert all(chosen[spec.name] != spec.default for spec in setting_fields())
     widget.fill("blocks.4:12", **chosen)
@@ -232,7 +232,28 @@ def test_the_render_fields_are_the_render_settings_and_what_is_chosen_reaches_th
         widget.run()
     record = finished.args[0].result.settings
     assert {name: record[name] for name in chosen} == chosen
-    assert panel.image_layer.data.shape == (40, 40, 3)
+    assert panel.image_layer.data.shape == (120, 120, 3)  # the canvas
+
+
+@gui
+@needs_display
+def test_a_canvas_streams_whole_with_its_crop_boxes_in_a_shapes_layer_to_turn_on(studio_widget, qtbot):
+    viewer, widget = studio_widget
+    panel = widget.render_panel
+    widget.fill("blocks.3:5", steps=4, size=32, canvas=192, crops=3, crop_size=0.25, count=2, every=2)
+    boxes = []
+    panel.frame_shown.connect(lambda frame: boxes.append(frame.boxes))
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        widget.run()
+    layer = panel.image_layer
+    assert layer.data.shape == (2, 192, 192, 3)
+    crops = viewer.layers["blocks.3:5-6 · crops"]
+    assert not crops.visible and len(crops.data) == 2 * 3  # three boxes per unit, on its slider position
+    step = boxes[0]  # the step-2 frame's boxes: [units, crops, (rows, columns), (start, stop)]
+    assert step.shape == (2, 3, 2, 2) and (step[..., 1] - step[..., 0] == 48).all()
+    first = crops.data[0]
+    assert first[0, 0] == 0 and np.allclose(first[:, 1:].min(0), step[0, 0, :, 0] - 0.5)
+    assert np.allclose(crops.scale, layer.scale) and np.allclose(crops.translate, layer.translate)
 
 
 @gui
@@ -309,7 +330,8 @@ def test_the_viewer_offers_every_attribution_method_and_takes_no_setting_limits_
     assert sorted(METHODS) == sorted(LIBRARY_METHODS) and METHODS[0] == "gradcam"
     assert not {spec.name for spec in VIEWER_FIELDS} & {spec.name for spec in setting_fields()}
     limits = {spec.name: field_range(spec) for spec in setting_fields() if spec.kind in (int, float)}
-    assert limits == {"steps": (1, 100_000), "size": (8, 2048), "lr": (0, 10.0), "decay_power": (0.0, UNBOUNDED)}
+    assert limits == {"steps": (1, 100_000), "size": (8, 2048), "lr": (0, 10.0), "decay_power": (0.0, UNBOUNDED),
+                      "canvas": (0, 8192), "crops": (1, 64), "crop_size": (0, 1.0)}
 
 
 def test_render_requests_build_their_targets_with_the_target_grammar(lite0):

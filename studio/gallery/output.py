@@ -29,6 +29,8 @@ LOCK = ".lock"
 FORMAT = "feature-studio-gallery/1"
 #: Smallest contact-sheet tile (pixels) when [output] tile is not set: smaller renders are upscaled.
 MIN_TILE = 96
+#: Side of the thumbnail written beside a larger render (a canvas), what sheets and pages show.
+THUMBNAIL = 256
 #: Temporary files left by ``atomic_write`` when a process is killed mid-write: ``.NAME.XXXXXXXX.SUFFIX``.
 _TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
@@ -66,6 +68,10 @@ def describe_device(device: torch.device) -> dict:
 
 def image_path(item: Item) -> str:
     return f"{item.unit.path}_s{item.seed}.png"
+
+
+def thumbnail_path(item: Item) -> str:
+    return f"{item.unit.path}_s{item.seed}.thumb.png"
 
 
 def sidecar_path(item: Item) -> str:
@@ -140,7 +146,12 @@ def write_item(out: Path, item: Item, image: torch.Tensor, frames: Sequence[np.n
                output: OutputOptions) -> dict:
     """PNG, then animation, then the sidecar (last: its presence marks the item complete)."""
     files = {"image": image_path(item)}
-    atomic_write(out / files["image"], lambda tmp: iio.imwrite(tmp, to_uint8(image), extension=".png"))
+    picture = to_uint8(image)
+    atomic_write(out / files["image"], lambda tmp: iio.imwrite(tmp, picture, extension=".png"))
+    if max(picture.shape[:2]) > THUMBNAIL:
+        files["thumbnail"] = thumbnail_path(item)
+        small = thumbnail(picture)
+        atomic_write(out / files["thumbnail"], lambda tmp: iio.imwrite(tmp, small, extension=".png"))
     if not is_rgb_image(image):  # the PNG is a preview (projection, composite): keep the data beside it
         files["data"] = image_path(item).removesuffix(".png") + ".tif"
         write_stack(out / files["data"], image)
@@ -150,6 +161,15 @@ def write_item(out: Path, item: Item, image: torch.Tensor, frames: Sequence[np.n
     sidecar = {**record, "files": files, "sha256": {name: file_digest(out / path) for name, path in files.items()}}
     write_json(out / sidecar_path(item), sidecar)
     return sidecar
+
+
+def thumbnail(picture: np.ndarray, side: int = THUMBNAIL) -> np.ndarray:
+    """A picture (``H x W x 3`` uint8) shrunk smoothly so its longer side is ``side``."""
+    from PIL import Image
+
+    image = Image.fromarray(picture)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(image)
 
 
 def file_digest(path: Path) -> str:
@@ -224,8 +244,9 @@ def tile_label(item: Item, several_seeds: bool) -> str:
 
 
 def render_tile(out: Path, item: Item) -> np.ndarray:
-    """An item's PNG as ``H x W x 3`` uint8, the tile it is on every sheet."""
-    return iio.imread(out / image_path(item))[..., :3]
+    """An item's PNG (its thumbnail, for a large one) as ``H x W x 3`` uint8, the tile it is on every sheet."""
+    files = (read_json(out / sidecar_path(item)) or {}).get("files", {})
+    return iio.imread(out / files.get("thumbnail", image_path(item)))[..., :3]
 
 
 def _by_layer(spec: GallerySpec) -> dict[tuple[str, str], list[Item]]:
@@ -238,8 +259,7 @@ def _by_layer(spec: GallerySpec) -> dict[tuple[str, str], list[Item]]:
 
 def _sheet_title(model: str, items: list[Item]) -> str:
     first = items[0].settings
-    detail = f"{first.param} {first.size}px, {first.steps} steps" if len({i.settings for i in items}) == 1 \
-        else "mixed settings"
+    detail = f"{first.describe()}, {first.steps} steps" if len({i.settings for i in items}) == 1 else "mixed settings"
     target = items[0].unit.target
     quality = f" · {load_dictionary(target.concepts).describe()}" if target.concepts else ""
     return f"{model} · {target.layer_name} · {detail}{quality}"

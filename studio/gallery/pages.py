@@ -69,7 +69,10 @@ def _figure(item: Item, sidecar: dict, marker: dict | None, page: str, css: str,
     links = [f"<a href='{_url(sidecar_path(item), page)}'>provenance</a>"]
     if files.get("animation"):
         links.append(f"<a href='{_url(files['animation'], page)}'>animation</a>")
-    image = f"<img class='unit' loading='lazy' src='{_url(files['image'], page)}' alt='{e(unit.text)}'>"
+    shown = files.get("thumbnail", files["image"])
+    image = f"<img class='unit' loading='lazy' src='{_url(shown, page)}' alt='{e(unit.text)}'>"
+    if page != INDEX and "thumbnail" in files:  # a canvas: the page links its thumbnail to the full image
+        image = f"<a href='{_url(files['image'], page)}'>{image}</a>"
     if page == INDEX:
         links.insert(0, f"<a href='{_url(unit_file(unit, UNIT_PAGE), page)}'>unit page</a>")
         image = f"<a href='{_url(unit_file(unit, UNIT_PAGE), page)}'>{image}</a>"

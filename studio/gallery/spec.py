@@ -362,7 +362,10 @@ def _expand_model(checker: Checker, span, where: str, entry: ModelEntry, targets
             parsed = parse_targets(from_folder(expression, base), entry.model)
         except StudioError as error:
             checker.fail(f"{where_target} {expression!r}", str(error), line)
-        render = RenderSettings(**{k: v for k, v in unit_settings.items() if k not in ("seeds", "batch")})
+        try:
+            render = RenderSettings(**{k: v for k, v in unit_settings.items() if k not in ("seeds", "batch")})
+        except StudioError as error:  # settings that are each valid but not together
+            checker.fail(f"{where_target} {expression!r}", str(error), line)
         for target in parsed:
             _one_dictionary_per_name(checker, target, [u for (model, _), u in units.items() if model == entry.name],
                                      f"{where_target} {expression!r}", line)

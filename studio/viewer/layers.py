@@ -87,3 +87,24 @@ def place_right_of(layers: Sequence[Image], anchors: Sequence[Image], dims: int,
             place(layer, step, top + step / 2, left + step / 2, dims)
     for layer in layers:
         place(layer, scale, top + scale / 2, left + columns * step + gap + scale / 2, dims)
+
+
+def show_boxes(viewer, boxes: np.ndarray, anchor: Image, name: str):
+    """The crop boxes of a canvas step (``[B, K, 2, 2]``: start and stop of rows and columns) as rectangles of
+    a shapes layer ``name`` over ``anchor`` (its scale and place; corners on pixel edges), hidden until the user
+    turns it on; a batch's boxes sit on its unit slider. Returns the layer."""
+    lead = anchor.ndim - 2  # the unit slider (napari's ndim leaves out an RGB layer's colour axis)
+    rectangles = []
+    for unit, unit_boxes in enumerate(boxes):
+        for (top, bottom), (left, right) in unit_boxes:
+            corners = np.array([[top, left], [top, right], [bottom, right], [bottom, left]], dtype=float) - 0.5
+            rectangles.append(np.concatenate([np.full((4, lead), unit), corners], 1) if lead else corners)
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = rectangles
+        layer.shape_type = ["rectangle"] * len(rectangles)
+    else:
+        layer = viewer.add_shapes(rectangles, shape_type="rectangle", name=name, edge_color="yellow",
+                                  face_color="transparent", edge_width=2, visible=False)
+    layer.scale, layer.translate = anchor.scale, anchor.translate
+    return layer

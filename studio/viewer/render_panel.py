@@ -28,8 +28,8 @@ from studio.models import StudioModel
 from studio.settings import RenderSettings, setting_fields
 from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info, layer_key, parse_target
 from studio.viewer.fields import complete_classes, set_value, setting_widget
-from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, shows_model_images,
-                                  update_image_layers)
+from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, show_boxes,
+                                  shows_model_images, update_image_layers)
 from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame, RenderRequest,
                                      error_message, full_name, render_label, stream)
 
@@ -351,6 +351,8 @@ class RenderPanel(Container):
         for layer in layers:
             layer.metadata[TARGETS_KEY] = [full_name(target) for target in self._targets]
         self.image_layers = layers
+        if frame.boxes is not None and self.model.spec.dims == 2:
+            show_boxes(self.viewer, frame.boxes, layers[0], f"{self._name} · crops")
 
     def _place_beside_others(self, layers: list[Image]) -> None:
         """Scale a new render to the height of the other images and put it to their left."""

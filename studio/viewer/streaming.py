@@ -159,7 +159,7 @@ def render_label(targets: Sequence[Target]) -> str:
 class Frame:
     """What the worker yields each step: progress, the per-image objective and, every ``every`` steps
     and at the end, the images as napari shows them (:func:`to_napari`: an owned CPU copy; ``rgb`` says
-    which layout)."""
+    which layout), with a canvas step's crop ``boxes`` (:class:`studio.engine.Snapshot`)."""
 
     step: int
     steps: int
@@ -170,6 +170,7 @@ class Frame:
     done: bool = False
     stopped: bool = False
     result: RenderResult | None = None
+    boxes: np.ndarray | None = None
 
     @property
     def steps_per_second(self) -> float:
@@ -243,8 +244,9 @@ def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettin
 
 def _frame(snapshot, start: float, show: bool, **state) -> Frame:
     """A frame of an engine snapshot, with its images for napari when ``show``."""
+    boxes = snapshot.boxes.numpy() if show and snapshot.boxes is not None else None
     return Frame(snapshot.step, snapshot.steps, snapshot.values.numpy(), to_napari(snapshot.images) if show else None,
-                 time.perf_counter() - start, is_rgb_image(snapshot.images[0]), **state)
+                 time.perf_counter() - start, is_rgb_image(snapshot.images[0]), boxes=boxes, **state)
 
 
 def images_from_layer(data, rgb: bool, contrast_limits: Sequence[float] | None, spec: InputSpec) -> torch.Tensor:
