@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--channels", default="3,11")
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--canvas", type=int, default=1280)
-    parser.add_argument("--crops", default="6", help="comma-separated crop counts for the studio's canvas")
+    parser.add_argument("--crops", default="6", help="comma-separated crop counts for the studio's canvas (\"\": none)")
     parser.add_argument("--crop-size", default="0.25", help="comma-separated crop fractions for the studio")
     parser.add_argument("--param", default="fourier")
     parser.add_argument("--lr", default="0.05", help="comma-separated learning rates for the studio's canvas")
@@ -162,7 +162,7 @@ def main() -> None:
             result = studio.render(model, target, steps=args.steps, param=args.param)
             report({"method": "studio 128 px", "channel": channel, "seconds": round(time.perf_counter() - start, 1),
                     **judged(judge, result.images[0], channel, 1.0, natural)})
-        for crops, fraction, lr in itertools.product(map(int, args.crops.split(",")),
+        for crops, fraction, lr in itertools.product([int(c) for c in args.crops.split(",") if c],
                                                      map(float, args.crop_size.split(",")), map(float, args.lr.split(","))):
             start = time.perf_counter()
             result = studio.render(model, target, steps=args.steps, param=args.param, canvas=args.canvas,

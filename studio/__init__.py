@@ -5,6 +5,7 @@
     result = studio.render(model, ["blocks.4:12", "blocks.4:40"], steps=256)
     large = studio.render(model, "blocks.4:12", canvas=1280, crops=6)                # a canvas for print
     heat = studio.attribute(model, studio.read_image("cat.jpg"), "blocks.4:12", method="gradcam")
+    studio.deletion_insertion(model, studio.read_image("cat.jpg"), heat, "blocks.4:12").deletion_auc  # faithful?
     studio.gallery.run("gallery/example.toml", "out/example")
     studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples
     top = studio.examples("examples.sqlite", "blocks.4:12")                      # best first, with crops
@@ -13,7 +14,7 @@
 """
 
 from studio import gallery, objectives, param
-from studio.attribution import Attribution, attribute, explain
+from studio.attribution import Attribution, Faithfulness, attribute, deletion_insertion, explain
 from studio.concepts import Dictionary, load_dictionary
 from studio.concepts.learn import learn_concepts
 from studio.engine import RenderResult, Snapshot, optimize, render
@@ -27,8 +28,8 @@ from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
 
 __all__ = [
-    "DEFAULT_MODEL", "Attribution", "Dictionary", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
-    "StudioModel", "Target", "TransformSettings", "attribute", "build_index", "capture", "examples", "explain",
+    "DEFAULT_MODEL", "Attribution", "Dictionary", "Faithfulness", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
+    "StudioModel", "Target", "TransformSettings", "attribute", "build_index", "capture", "deletion_insertion", "examples", "explain",
     "forward_to", "gallery", "learn_concepts", "load_dictionary", "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets",
     "read_image", "render", "unit_statistics", "write_image",
 ]

@@ -285,7 +285,7 @@ def test_bad_inputs_are_one_sentence_errors(lite0, photos, tmp_path):
         lambda: attribute(lite0, image, "logits:1000"),
         lambda: attribute(lite0, image, "Egyptian kat"),
         lambda: attribute(lite0, image, "blocks.5:999"),
-        lambda: attribute(lite0, image, None, "occlusion"),
+        lambda: attribute(lite0, image, None, "deconvnet"),
         lambda: attribute(lite0, image, [1, 2]),
         lambda: attribute(lite0, (image * 255).byte()),
         lambda: attribute(lite0, image, None, "gradcam", layer="global_pool"),

@@ -9,7 +9,9 @@ resolution, for the same models and target syntax as feature visualisation:
 - ``integrated_gradients``: ``sum_c (x - x') * mean gradient along the straight path`` (Sundararajan
   et al. 2017), signed; the map sums to ``f(x) - f(x')`` (see :func:`explain` for the error);
 - ``gradcam`` / ``gradcam++``: class-weighted activation maps of a convolutional layer (Selvaraju et al.
-  2017; Chattopadhay et al. 2018), ReLU'd and upsampled bilinearly.
+  2017; Chattopadhay et al. 2018), ReLU'd and upsampled bilinearly;
+- ``occlusion``, ``rise``, ``lime``, ``kernel_shap``: model-agnostic perturbation methods, which read only the
+  scores of altered copies (:mod:`studio.attribution.perturbation`).
 
 The score explained is what the target reads (:class:`studio.targets.Target`): a class's raw logit, a
 channel's spatial mean, one neuron, or a whole layer's mean square. Hooks exist only for one forward pass and
@@ -19,12 +21,14 @@ mode with frozen parameters, its flags restored afterwards. Everything is batche
 ``batch_size`` forward passes, and each image's map is independent of the others in its batch.
 """
 
-from studio.attribution.api import (CAM_METHODS, METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, Attribution, attribute, explain,
-                                    method_name, method_options)
+from studio.attribution.api import (CAM_METHODS, METHOD_FUNCTIONS, METHODS, PERTURBATION_METHODS, SIGNED_METHODS,
+                                    Attribution, attribute, explain, method_name, method_options)
 from studio.attribution.cam import cam_from_gradients, default_cam_layer
+from studio.attribution.faithfulness import Faithfulness, deletion_insertion
 from studio.attribution.gradients import DEFAULT_STEPS, IG_RULES, integration_rule
 from studio.attribution.machinery import top_classes
 
-__all__ = ["CAM_METHODS", "DEFAULT_STEPS", "METHOD_FUNCTIONS", "IG_RULES", "METHODS", "SIGNED_METHODS", "Attribution", "attribute",
+__all__ = ["CAM_METHODS", "DEFAULT_STEPS", "METHOD_FUNCTIONS", "IG_RULES", "METHODS", "PERTURBATION_METHODS",
+           "SIGNED_METHODS", "Attribution", "Faithfulness", "attribute", "deletion_insertion",
            "cam_from_gradients", "default_cam_layer", "explain", "integration_rule", "method_name", "method_options",
            "top_classes"]

@@ -24,6 +24,7 @@ from studio.attribution.attention import attention, attention_rollout
 from studio.attribution.cam import gradcam, gradcam_plus_plus
 from studio.attribution.gradients import gradient_x_input, integrated_gradients, saliency, smoothgrad
 from studio.attribution.machinery import as_batch, attribution_mode, logits
+from studio.attribution.perturbation import kernel_shap, lime, occlusion, rise
 from studio.checks import SEED_LIMIT, check_number
 from studio.errors import StudioError
 from studio.hooks import OUTPUT
@@ -36,13 +37,17 @@ METHOD_FUNCTIONS: dict[str, Callable[..., dict]] = {
     "saliency": saliency, "gradient_x_input": gradient_x_input, "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients, "gradcam": gradcam, "gradcam++": gradcam_plus_plus,
     "attention": attention, "attention_rollout": attention_rollout,
+    "occlusion": occlusion, "rise": rise, "lime": lime, "kernel_shap": kernel_shap,
 }
 METHODS = tuple(METHOD_FUNCTIONS)
 CAM_METHODS = ("gradcam", "gradcam++")
 #: Methods whose maps are signed (positive and negative evidence); the others are non-negative.
-SIGNED_METHODS = ("gradient_x_input", "integrated_gradients")
+SIGNED_METHODS = ("gradient_x_input", "integrated_gradients", "occlusion", "lime", "kernel_shap")
+#: Methods that only read scores of perturbed copies (model-agnostic: no gradients, any model).
+PERTURBATION_METHODS = ("occlusion", "rise", "lime", "kernel_shap")
 _ALIASES = {"ig": "integrated_gradients", "grad_cam": "gradcam", "grad_cam++": "gradcam++", "gradcampp": "gradcam++",
-            "gradcam_pp": "gradcam++", "input_x_gradient": "gradient_x_input", "smooth_grad": "smoothgrad"}
+            "gradcam_pp": "gradcam++", "input_x_gradient": "gradient_x_input", "smooth_grad": "smoothgrad",
+            "kernelshap": "kernel_shap", "shap": "kernel_shap"}
 
 TargetSpec = int | str | Target | None
 #: The range of each numeric method option (type checks come from the signatures): counts bounded where more
@@ -52,6 +57,10 @@ OPTION_LIMITS = {
     "batch_size": {"minimum": 1, "maximum": 4096}, "noise": {"minimum": 0, "maximum": 1},
     "blur_sigma": {"positive": True, "maximum": 1000}, "seed": {"minimum": 0, "maximum": SEED_LIMIT - 1},
     "head": {"minimum": 0}, "baseline": {"minimum": 0, "maximum": 1},
+    "window": {"minimum": 1, "maximum": 4096}, "stride": {"minimum": 1, "maximum": 4096},
+    "cells": {"minimum": 1, "maximum": 256}, "keep": {"positive": True, "maximum": 1},
+    "segments": {"minimum": 2, "maximum": 4096}, "kernel_width": {"positive": True, "maximum": 100},
+    "ridge": {"minimum": 0, "maximum": 1e6},
 }
 
 
@@ -126,15 +135,16 @@ def explain(model: StudioModel | nn.Module, images: torch.Tensor | str | os.Path
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
         wanted = options.get("batch_size", method_options(method)["batch_size"])
-        targets = _resolve_targets(model, target, inputs, wanted)
+        targets = resolve_targets(model, target, inputs, wanted)
         options["batch_size"] = fitting_chunk(model, [t.key for t in targets], wanted)
         fields = METHOD_FUNCTIONS[method](model, inputs, targets, **options)
     maps = torch.stack([_resize_map(heat, size) for heat in fields.pop("maps")]).to(out_device, torch.float32)
     return Attribution(maps, method, targets, **fields)
 
 
-def _resolve_targets(model: StudioModel, target, inputs: torch.Tensor, batch_size: int) -> list[Target]:
-    """One target per image; ``None`` (or the whole output layer) becomes that image's top-1 class."""
+def resolve_targets(model: StudioModel, target, inputs: torch.Tensor, batch_size: int) -> list[Target]:
+    """One target per image (``inputs`` at the model's input size); ``None`` (or the whole output layer)
+    becomes that image's top-1 class."""
     count = len(inputs)
     if isinstance(target, (list, tuple)):
         if len(target) != count:

@@ -29,11 +29,19 @@ from studio.targets import class_count
 OPTION_HELP = {
     "steps": "Integrated Gradients steps",
     "rule": "Integrated Gradients rule: gausslegendre or riemann_middle",
-    "baseline": "Integrated Gradients baseline: black, blurred, a grey level in [0, 1] or an image file",
+    "baseline": "what replaces the image (Integrated Gradients' start, the perturbation methods' removed parts): "
+                "black, blurred, a grey level in [0, 1] or an image file",
     "blur_sigma": "Gaussian blur of the blurred baseline, in pixels at the model's input size",
-    "samples": "SmoothGrad samples",
+    "samples": "noisy copies (SmoothGrad), masks (RISE) or coalitions (LIME, KernelSHAP)",
     "noise": "SmoothGrad noise, as a fraction of the value range",
-    "seed": "SmoothGrad noise seed",
+    "seed": "seed of the random noise, masks or coalitions",
+    "window": "occlusion window side in pixels at the model's input size",
+    "stride": "occlusion window stride in pixels",
+    "cells": "RISE mask grid cells per side",
+    "keep": "RISE probability that a cell shows the image",
+    "segments": "SLIC superpixels wanted (LIME, KernelSHAP)",
+    "kernel_width": "LIME kernel width on the cosine distance to the whole image",
+    "ridge": "LIME ridge penalty",
     "layer": "Grad-CAM layer (default: the unit's own map, else the last convolutional block), or the attention "
              "layer (default: the last)",
     "head": "attention head (default: the mean over heads)",
