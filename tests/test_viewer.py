@@ -157,6 +157,11 @@ def test_attribution_adds_an_aligned_heat_map_equal_to_studio_attribute(studio_w
     assert "gradcam" in heat.name and "Egyptian cat" in heat.name
     assert heat.colormap.name == "turbo" and str(heat.blending) in ("translucent", "additive")
     assert heat.opacity == pytest.approx(0.5)
+    # the map's faithfulness comes with it: the same deletion and insertion AUCs as studio.deletion_insertion
+    scored = studio.deletion_insertion(lite0, from_uint8(photo)[None], expected[None], steps=16)
+    np.testing.assert_allclose(heat.metadata["deletion_auc"], scored.deletion_auc.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(heat.metadata["insertion_auc"], scored.insertion_auc.numpy(), rtol=1e-4, atol=1e-6)
+    assert "deletion AUC" in widget.message.value and "insertion AUC" in widget.message.value
     np.testing.assert_array_equal(heat.scale, layer.scale)
     np.testing.assert_array_equal(heat.translate, layer.translate)
     assert [entry[1] for entry in explainer.source._default_choices()] == [layer]  # heat maps are not sources

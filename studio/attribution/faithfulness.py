@@ -63,12 +63,12 @@ def _score(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], 
 
 def deletion_insertion(model: StudioModel, images: torch.Tensor | str | os.PathLike, maps: torch.Tensor,
                        target: TargetSpec | Sequence[TargetSpec] = None, *, steps: int = 32,
-                       baseline: str | float | torch.Tensor = "blurred", seed: int = 0,
+                       baseline: str | float | torch.Tensor | None = None, seed: int = 0,
                        batch_size: int = 16) -> Faithfulness:
     """Deletion and insertion curves of ``maps`` (``[B, *size]`` at any resolution, one per image, e.g. from
     :func:`studio.attribute`) for ``target`` (as :func:`studio.attribute` takes it) on ``images``: ``steps``
     equal fractions of the pixels, each removed to (or restored from) the ``baseline`` (``black``, ``blurred``,
-    a grey level or images)."""
+    a grey level or images; default blurred for 2D images, black for volumes, which have no blur here)."""
     check_number("steps", steps, int, minimum=1, maximum=4096)
     images, _ = as_batch(images, model)
     maps = maps[None] if maps.dim() == model.spec.dims else maps
@@ -78,7 +78,8 @@ def deletion_insertion(model: StudioModel, images: torch.Tensor | str | os.PathL
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
         targets = resolve_targets(model, target, inputs, batch_size)
-        starts = baselines(baseline, inputs, model.spec, None)
+        default = "blurred" if model.spec.dims == 2 else "black"
+        starts = baselines(default if baseline is None else baseline, inputs, model.spec, None)
         ranked = resample(maps[:, None].float().to(inputs), model.spec.size)[:, 0].flatten(1)
         generator = torch.Generator().manual_seed(seed)
         jitter = torch.rand(ranked.shape[1], generator=generator).to(ranked)  # ties in a seeded random order

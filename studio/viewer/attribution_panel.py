@@ -158,7 +158,8 @@ class AttributionPanel(Container):
             limits, colormap = (-bound, bound), SIGNED_COLORMAP
         else:
             limits = (low, high if high > low else low + 1e-12)
-        metadata = {HEATMAP_KEY: True, "source": source.name, "method": heat.method, "target": heat.target_label}
+        metadata = {HEATMAP_KEY: True, "source": source.name, "method": heat.method, "target": heat.target_label,
+                    "deletion_auc": heat.deletion_auc.tolist(), "insertion_auc": heat.insertion_auc.tolist()}
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = data
@@ -169,5 +170,5 @@ class AttributionPanel(Container):
                                           opacity=self.opacity.value, contrast_limits=limits, scale=source.scale,
                                           translate=source.translate, rotate=source.rotate, shear=source.shear,
                                           affine=source.affine, metadata=metadata)
-        self.message.emit(f"added {name} (values {low:.3g} to {high:.3g})", False)
+        self.message.emit(f"added {name} (values {low:.3g} to {high:.3g}) · {heat.faithfulness()}", False)
         self.added.emit(layer)

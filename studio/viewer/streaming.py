@@ -23,7 +23,7 @@ import torch
 
 from studio.attribution import CAM_METHODS
 from studio.attribution import METHODS as ATTRIBUTION_METHODS
-from studio.attribution import explain
+from studio.attribution import deletion_insertion, explain
 from studio.engine import RenderResult, optimize
 from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
@@ -301,29 +301,45 @@ def overlay(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.broadcast_to(maps.reshape(*lead[:-1], 1, *size), (*lead, *size))
 
 
+#: Fractions of the pixels in the deletion and insertion curves measured beside every heat map in the viewer.
+FAITHFULNESS_STEPS = 16
+
+
 @dataclass
 class Heatmap:
-    """An attribution result: ``maps`` ``[B, H, W]`` float32 and a label naming method and target."""
+    """An attribution result: ``maps`` ``[B, H, W]`` float32, a label naming method and target, and each
+    map's deletion and insertion AUC (:func:`studio.deletion_insertion`: is the map faithful to the model?)."""
 
     maps: np.ndarray
     method: str
     target_label: str
+    deletion_auc: np.ndarray
+    insertion_auc: np.ndarray
+
+    def faithfulness(self) -> str:
+        """The AUCs in a few words (the mean over the maps when there are several)."""
+        several = " (mean over the maps)" if len(self.deletion_auc) > 1 else ""
+        return (f"deletion AUC {self.deletion_auc.mean():.3g} (low is faithful), insertion AUC "
+                f"{self.insertion_auc.mean():.3g} (high is faithful){several}")
 
 
 def attribute_images(model: StudioModel, images: torch.Tensor, method: str, targets: Sequence[Target | None],
                      lock: threading.Lock | None = None) -> Heatmap:
-    """Heat maps for a batch of images (:func:`studio.attribution.explain`); ``targets`` holds one target
-    for all images or one per image, ``None`` meaning each image's top class."""
+    """Heat maps for a batch of images (:func:`studio.attribution.explain`) and their deletion and insertion
+    scores; ``targets`` holds one target for all images or one per image, ``None`` meaning each image's top
+    class."""
     guard = lock if lock is not None else nullcontext()
     targets = list(targets)
     try:
         with guard:
             result = explain(model, images, targets[0] if len(targets) == 1 else targets, method)
+            faithful = deletion_insertion(model, images, result.maps, result.targets, steps=FAITHFULNESS_STEPS)
     except RuntimeError as error:
         raise WorkerError(error_message(error)) from error
     names = list(dict.fromkeys(target.short for target in result.targets))
     label = ("top class " if targets == [None] else "") + (names[0] if len(names) == 1 else f"{names[0]} ...")
-    return Heatmap(result.maps.detach().float().cpu().numpy(), result.method, label)
+    return Heatmap(result.maps.detach().float().cpu().numpy(), result.method, label,
+                   faithful.deletion_auc.numpy(), faithful.insertion_auc.numpy())
 
 
 # ---------------------------------------------------------------- dataset examples
