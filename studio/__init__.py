@@ -14,7 +14,7 @@
 """
 
 from studio import gallery, objectives, param
-from studio.attribution import Attribution, Faithfulness, attribute, deletion_insertion, explain
+from studio.attribution import Attribution, Faithfulness, Road, attribute, deletion_insertion, explain, road
 from studio.concepts import Dictionary, load_dictionary
 from studio.concepts.learn import learn_concepts
 from studio.engine import RenderResult, Snapshot, optimize, render
@@ -28,8 +28,8 @@ from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
 
 __all__ = [
-    "DEFAULT_MODEL", "Attribution", "Dictionary", "Faithfulness", "InputSpec", "RenderResult", "RenderSettings", "Snapshot", "StudioError",
+    "DEFAULT_MODEL", "Attribution", "Dictionary", "Faithfulness", "InputSpec", "RenderResult", "RenderSettings", "Road", "Snapshot", "StudioError",
     "StudioModel", "Target", "TransformSettings", "attribute", "build_index", "capture", "deletion_insertion", "examples", "explain",
     "forward_to", "gallery", "learn_concepts", "load_dictionary", "load_model", "objectives", "optimize", "param", "parse_target", "parse_targets",
-    "read_image", "render", "unit_statistics", "write_image",
+    "read_image", "render", "road", "unit_statistics", "write_image",
 ]

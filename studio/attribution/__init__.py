@@ -24,11 +24,12 @@ mode with frozen parameters, its flags restored afterwards. Everything is batche
 from studio.attribution.api import (CAM_METHODS, METHOD_FUNCTIONS, METHODS, PERTURBATION_METHODS, SIGNED_METHODS,
                                     Attribution, attribute, explain, method_name, method_options)
 from studio.attribution.cam import cam_from_gradients, default_cam_layer
-from studio.attribution.faithfulness import Faithfulness, deletion_insertion
+from studio.attribution.faithfulness import Faithfulness, Road, deletion_insertion, noisy_linear_impute, road
 from studio.attribution.gradients import DEFAULT_STEPS, IG_RULES, integration_rule
 from studio.attribution.machinery import top_classes
 
 __all__ = ["CAM_METHODS", "DEFAULT_STEPS", "METHOD_FUNCTIONS", "IG_RULES", "METHODS", "PERTURBATION_METHODS",
-           "SIGNED_METHODS", "Attribution", "Faithfulness", "attribute", "deletion_insertion",
+           "SIGNED_METHODS", "Attribution", "Faithfulness", "Road", "attribute", "deletion_insertion",
+           "noisy_linear_impute", "road",
            "cam_from_gradients", "default_cam_layer", "explain", "integration_rule", "method_name", "method_options",
            "top_classes"]

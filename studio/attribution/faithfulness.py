@@ -1,6 +1,8 @@
 """Is a heat map faithful to the model? Deletion and insertion (Petsiuk et al. 2018): remove the pixels a map
 ranks highest, a fraction at a time, and watch the score fall (deletion: a faithful map makes it fall fast, a
-low area under the curve); or start from the baseline and put them back (insertion: a high area).
+low area under the curve); or start from the baseline and put them back (insertion: a high area). ROAD (Rong
+et al. 2022) removes them by imputing from their neighbours instead, so the altered images stay close to the
+ones the model knows (a scatter of constant pixels does not).
 
 The score is the class's softmax probability for a class target (as in the paper) and what the target reads
 for a unit. Pixels are ranked at the model's input size; ties (a ReLU'd Grad-CAM's zeros) are broken by a seeded
@@ -13,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from studio.attribution.api import TargetSpec, resolve_targets
@@ -24,7 +27,7 @@ from studio.hooks import OUTPUT
 from studio.models import StudioModel, resample, resize_to_input
 from studio.targets import Target
 
-METRICS = ("deletion", "insertion")
+METRICS = ("deletion", "insertion")  # the curves of deletion_insertion
 
 
 @dataclass
@@ -98,3 +101,114 @@ def deletion_insertion(model: StudioModel, images: torch.Tensor | str | os.PathL
             values = _score(model, together, [target] * len(together), batch_size).cpu()
             curves["deletion"][i], curves["insertion"][i] = values[:steps + 1], values[steps + 1:]
     return Faithfulness(counts.float() / pixels, curves["deletion"], curves["insertion"], targets)
+
+
+#: Neighbour weights of ROAD's noisy linear imputation (Rong et al. 2022): direct neighbours count twice as
+#: much as diagonal ones.
+NEIGHBOURS = [((dy, dx), 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
+              for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def noisy_linear_impute(image: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """``image`` ``[C, H, W]`` with the ``removed`` pixels (``[H, W]`` bool) replaced by ROAD's imputation:
+    each the weighted mean of its neighbours (:data:`NEIGHBOURS`, removed ones included, so one sparse linear
+    system), plus Gaussian noise of std ``noise``, so that the removed pixels' places leak no information.
+    A linear ramp is imputed exactly away from the border."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    height, width = removed.shape
+    mask = removed.cpu().numpy()
+    count = int(mask.sum())
+    if count == 0:
+        return image.clone()
+    values = image.detach().double().cpu().numpy().reshape(image.shape[0], -1)
+    index = -np.ones(height * width, dtype=np.int64)
+    flat = np.flatnonzero(mask)
+    index[flat] = np.arange(count)
+    ys, xs = np.divmod(flat, width)
+    rows, columns, entries = [], [], []
+    diagonal = np.zeros(count)
+    rhs = np.zeros((count, image.shape[0]))
+    for (dy, dx), weight in NEIGHBOURS:
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+        unknown = np.arange(count)[inside]
+        neighbour = ny[inside] * width + nx[inside]
+        diagonal[unknown] += weight
+        also_removed = index[neighbour] >= 0
+        rows.append(unknown[also_removed])
+        columns.append(index[neighbour[also_removed]])
+        entries.append(np.full(int(also_removed.sum()), -weight))
+        np.add.at(rhs, unknown[~also_removed], weight * values[:, neighbour[~also_removed]].T)
+    rows.append(np.arange(count))
+    columns.append(np.arange(count))
+    entries.append(diagonal)
+    system = coo_matrix((np.concatenate(entries), (np.concatenate(rows), np.concatenate(columns))),
+                        shape=(count, count)).tocsc()
+    solved = np.asarray(spsolve(system, rhs)).reshape(count, -1)
+    out = image.detach().clone()
+    filled = torch.from_numpy(solved.T).to(out)
+    if noise:
+        filled = filled + noise * torch.randn(filled.shape, generator=generator).to(out)
+    out.view(image.shape[0], -1)[:, torch.from_numpy(flat).to(out.device)] = filled
+    return out
+
+
+@dataclass
+class Road:
+    """ROAD's curves per image (``[B, len(fractions)]``): the score with each fraction of the pixels removed
+    and imputed, most relevant first (``morf``: a faithful map makes it fall fast) and least relevant first
+    (``lerf``: it stays high); and their areas over the fractions."""
+
+    fractions: torch.Tensor
+    morf: torch.Tensor
+    lerf: torch.Tensor
+    targets: list[Target]
+
+    @property
+    def morf_auc(self) -> torch.Tensor:
+        return torch.trapezoid(self.morf, self.fractions, dim=1)
+
+    @property
+    def lerf_auc(self) -> torch.Tensor:
+        return torch.trapezoid(self.lerf, self.fractions, dim=1)
+
+
+def road(model: StudioModel, images: torch.Tensor | str | os.PathLike, maps: torch.Tensor,
+         target: TargetSpec | Sequence[TargetSpec] = None, *, fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+         noise: float = 0.01, seed: int = 0, batch_size: int = 16) -> Road:
+    """ROAD (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for Attribution Methods"): the
+    retraining-free successor of ROAR. The pixels a map ranks highest (MoRF) or lowest (LeRF) are removed
+    and filled by :func:`noisy_linear_impute` rather than a constant, which keeps the inputs close to the
+    images the model knows, so the curves measure the information removed. 2D images."""
+    if model.spec.dims != 2:
+        raise StudioError("ROAD imputes 2D images; for volumes use deletion_insertion.")
+    images, _ = as_batch(images, model)
+    maps = maps[None] if maps.dim() == 2 else maps
+    if len(maps) != len(images) or maps.dim() != 3:
+        raise StudioError(f"Give one map per image ({len(images)}, each [H, W]), not maps of shape {list(maps.shape)}.")
+    wanted = torch.tensor([float(f) for f in fractions])
+    if not len(wanted) or (wanted <= 0).any() or (wanted >= 1).any():
+        raise StudioError(f"ROAD's fractions must lie strictly between 0 and 1, not {list(fractions)}.")
+    with attribution_mode(model.module):
+        inputs = resize_to_input(images, model.spec).detach()
+        targets = resolve_targets(model, target, inputs, batch_size)
+        ranked = resample(maps[:, None].float().to(inputs), model.spec.size)[:, 0].flatten(1)
+        generator = torch.Generator().manual_seed(seed)
+        jitter = torch.rand(ranked.shape[1], generator=generator).to(ranked)
+        curves = {"morf": torch.empty(len(inputs), len(wanted)), "lerf": torch.empty(len(inputs), len(wanted))}
+        pixels = ranked.shape[1]
+        for i, (image, target) in enumerate(zip(inputs, targets)):
+            order = torch.argsort(ranked[i] + jitter * 1e-6 * (ranked[i].abs().max() + 1e-12), descending=True)
+            imputed = {name: [] for name in curves}
+            for fraction in wanted.tolist():
+                count = round(fraction * pixels)
+                for name, chosen in (("morf", order[:count]), ("lerf", order[pixels - count:])):
+                    removed = torch.zeros(pixels, dtype=torch.bool, device=image.device)
+                    removed[chosen] = True
+                    imputed[name].append(noisy_linear_impute(image, removed.view(model.spec.size), noise, generator))
+            for name, batch in imputed.items():
+                curves[name][i] = _score(model, torch.stack(batch), [target] * len(batch), batch_size).cpu()
+    return Road(wanted, curves["morf"], curves["lerf"], targets)
