@@ -64,6 +64,27 @@ def _score(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], 
     return torch.cat(values)
 
 
+def _one_map_per_image(model: StudioModel, images, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images as the model takes them (:func:`as_batch`) and one map per image ``[B, *size]``; anything else
+    is one sentence."""
+    images, _ = as_batch(images, model)
+    maps = maps[None] if maps.dim() == model.spec.dims else maps
+    if len(maps) != len(images) or maps.dim() != model.spec.dims + 1:
+        raise StudioError(f"Give one map per image ({len(images)}, each [{', '.join('DHW'[-model.spec.dims:])}]), "
+                          f"not maps of shape {list(maps.shape)}.")
+    return images, maps
+
+
+def _ranked_pixels(model: StudioModel, inputs: torch.Tensor, maps: torch.Tensor,
+                   generator: torch.Generator) -> torch.Tensor:
+    """``[B, pixels]``: each map's pixels at the model's input size, highest first; ties (a ReLU'd map's zeros)
+    in one seeded random order drawn from ``generator``, the same for every map."""
+    ranked = resample(maps[:, None].float().to(inputs), model.spec.size)[:, 0].flatten(1)
+    jitter = torch.rand(ranked.shape[1], generator=generator).to(ranked)
+    scale = ranked.abs().amax(1, keepdim=True) + 1e-12
+    return torch.argsort(ranked + jitter * 1e-6 * scale, dim=1, descending=True)
+
+
 def deletion_insertion(model: StudioModel, images: torch.Tensor | str | os.PathLike, maps: torch.Tensor,
                        target: TargetSpec | Sequence[TargetSpec] = None, *, steps: int = 32,
                        baseline: str | float | torch.Tensor | None = None, seed: int = 0,
@@ -73,21 +94,13 @@ def deletion_insertion(model: StudioModel, images: torch.Tensor | str | os.PathL
     equal fractions of the pixels, each removed to (or restored from) the ``baseline`` (``black``, ``blurred``,
     a grey level or images; default blurred for 2D images, black for volumes, which have no blur here)."""
     check_number("steps", steps, int, minimum=1, maximum=4096)
-    images, _ = as_batch(images, model)
-    maps = maps[None] if maps.dim() == model.spec.dims else maps
-    if len(maps) != len(images) or maps.dim() != model.spec.dims + 1:
-        raise StudioError(f"Give one map per image ({len(images)}, each [{', '.join('DHW'[-model.spec.dims:])}]), "
-                          f"not maps of shape {list(maps.shape)}.")
+    images, maps = _one_map_per_image(model, images, maps)
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
         targets = resolve_targets(model, target, inputs, batch_size)
         default = "blurred" if model.spec.dims == 2 else "black"
         starts = baselines(default if baseline is None else baseline, inputs, model.spec, None)
-        ranked = resample(maps[:, None].float().to(inputs), model.spec.size)[:, 0].flatten(1)
-        generator = torch.Generator().manual_seed(seed)
-        jitter = torch.rand(ranked.shape[1], generator=generator).to(ranked)  # ties in a seeded random order
-        order = torch.argsort(torch.stack([r + jitter * 1e-6 * (r.abs().max() + 1e-12) for r in ranked]), dim=1,
-                              descending=True)
+        order = _ranked_pixels(model, inputs, maps, torch.Generator().manual_seed(seed))
         pixels = order.shape[1]
         counts = torch.linspace(0, pixels, steps + 1).round().long()
         curves = {name: torch.empty(len(inputs), steps + 1) for name in METRICS}
@@ -185,27 +198,22 @@ def road(model: StudioModel, images: torch.Tensor | str | os.PathLike, maps: tor
     images the model knows, so the curves measure the information removed. 2D images."""
     if model.spec.dims != 2:
         raise StudioError("ROAD imputes 2D images; for volumes use deletion_insertion.")
-    images, _ = as_batch(images, model)
-    maps = maps[None] if maps.dim() == 2 else maps
-    if len(maps) != len(images) or maps.dim() != 3:
-        raise StudioError(f"Give one map per image ({len(images)}, each [H, W]), not maps of shape {list(maps.shape)}.")
+    images, maps = _one_map_per_image(model, images, maps)
     wanted = torch.tensor([float(f) for f in fractions])
     if not len(wanted) or (wanted <= 0).any() or (wanted >= 1).any():
         raise StudioError(f"ROAD's fractions must lie strictly between 0 and 1, not {list(fractions)}.")
     with attribution_mode(model.module):
         inputs = resize_to_input(images, model.spec).detach()
         targets = resolve_targets(model, target, inputs, batch_size)
-        ranked = resample(maps[:, None].float().to(inputs), model.spec.size)[:, 0].flatten(1)
-        generator = torch.Generator().manual_seed(seed)
-        jitter = torch.rand(ranked.shape[1], generator=generator).to(ranked)
+        generator = torch.Generator().manual_seed(seed)  # the tie order, then the imputation noise
+        order = _ranked_pixels(model, inputs, maps, generator)
         curves = {"morf": torch.empty(len(inputs), len(wanted)), "lerf": torch.empty(len(inputs), len(wanted))}
-        pixels = ranked.shape[1]
+        pixels = order.shape[1]
         for i, (image, target) in enumerate(zip(inputs, targets)):
-            order = torch.argsort(ranked[i] + jitter * 1e-6 * (ranked[i].abs().max() + 1e-12), descending=True)
             imputed = {name: [] for name in curves}
             for fraction in wanted.tolist():
                 count = round(fraction * pixels)
-                for name, chosen in (("morf", order[:count]), ("lerf", order[pixels - count:])):
+                for name, chosen in (("morf", order[i, :count]), ("lerf", order[i, pixels - count:])):
                     removed = torch.zeros(pixels, dtype=torch.bool, device=image.device)
                     removed[chosen] = True
                     imputed[name].append(noisy_linear_impute(image, removed.view(model.spec.size), noise, generator))
