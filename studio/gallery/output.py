@@ -20,7 +20,7 @@ import torch
 
 from studio.concepts.dictionary import load_dictionary
 from studio.gallery.spec import GallerySpec, Item, OutputOptions, Unit
-from studio.io import atomic_write, is_rgb_image, to_uint8, write_json, write_stack
+from studio.io import atomic_write, is_rgb_image, to_uint8, write_image, write_json, write_stack
 from studio.targets import safe_name
 
 MANIFEST = "manifest.json"
@@ -147,11 +147,10 @@ def write_item(out: Path, item: Item, image: torch.Tensor, frames: Sequence[np.n
     """PNG, then animation, then the sidecar (last: its presence marks the item complete)."""
     files = {"image": image_path(item)}
     picture = to_uint8(image)
-    atomic_write(out / files["image"], lambda tmp: iio.imwrite(tmp, picture, extension=".png"))
+    write_image(out / files["image"], picture)
     if max(picture.shape[:2]) > THUMBNAIL:
         files["thumbnail"] = thumbnail_path(item)
-        small = thumbnail(picture)
-        atomic_write(out / files["thumbnail"], lambda tmp: iio.imwrite(tmp, small, extension=".png"))
+        write_image(out / files["thumbnail"], thumbnail(picture))
     if not is_rgb_image(image):  # the PNG is a preview (projection, composite): keep the data beside it
         files["data"] = image_path(item).removesuffix(".png") + ".tif"
         write_stack(out / files["data"], image)
