@@ -216,6 +216,14 @@ def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Pa
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=Path(path).suffix))
 
 
+def write_figure(path: str | os.PathLike, figure) -> Path:
+    """Write a matplotlib ``Figure`` atomically as PNG, through the Agg canvas (no GUI backend is touched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+
+
 def write_json(path: str | os.PathLike, data) -> Path:
     """Write JSON atomically."""
     def write(tmp):

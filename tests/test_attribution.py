@@ -18,6 +18,7 @@ from torch import nn
 
 import studio
 from studio.attribution import attribute, default_cam_layer, explain
+from studio.attribution.faithfulness import QUICK_STEPS, auc_summary
 from studio.cli import main
 from studio.errors import StudioError
 from studio.hooks import forward_to
@@ -335,7 +336,7 @@ def test_hooks_removed_and_flags_restored_on_every_exit_path():
 
 # ----------------------------------------------------------------------------------------------------- CLI
 
-def test_cli_writes_npy_maps_and_png_overlays(photos, tmp_path, capsys):
+def test_cli_writes_npy_maps_and_png_overlays(lite0, photos, tmp_path, capsys):
     photo = tmp_path / "coffee.png"
     write_image(photo, photos["coffee"])
     small = tmp_path / "chelsea.png"
@@ -346,19 +347,23 @@ def test_cli_writes_npy_maps_and_png_overlays(photos, tmp_path, capsys):
     assert "1. espresso (967)" in printed and "5. " in printed
     heat = np.load(tmp_path / "m.npy")
     assert heat.shape == (400, 600) and heat.dtype == np.float32 and heat.max() > 0
+    scored = studio.deletion_insertion(lite0, photos["coffee"], torch.from_numpy(heat), steps=QUICK_STEPS)
+    assert auc_summary(scored.deletion_auc.item(), scored.insertion_auc.item()) in printed  # beside every map
 
     assert main(["attribute", "efficientnet_lite0", str(photo), "--device", "cpu", "--method", "saliency",
-                 "--out", str(tmp_path / "o.png")]) == 0
+                 "--out", str(tmp_path / "o.png"), "--no-faithfulness"]) == 0
+    assert "deletion AUC" not in capsys.readouterr().out
     overlay = studio.read_image(tmp_path / "o.png")
     assert overlay.shape == (3, 400, 600) and not torch.allclose(overlay, photos["coffee"], atol=0.05)
 
     assert main(["attribute", "efficientnet_lite0", str(photo), str(photo), str(small), "--device", "cpu",
-                 "--target", "blocks.5:17", "--out", str(tmp_path / "several.npy")]) == 0
+                 "--target", "blocks.5:17", "--out", str(tmp_path / "several.npy"), "--no-faithfulness"]) == 0
     assert [np.load(tmp_path / f"several-{i}.npy").shape for i in range(3)] == [(400, 600), (400, 600), (300, 451)]
     assert main(["attribute", "efficientnet_lite0", str(photo), str(photo), "--device", "cpu",
-                 "--out", str(tmp_path / "same.npy")]) == 0
+                 "--out", str(tmp_path / "same.npy"), "--no-faithfulness"]) == 0
     assert np.load(tmp_path / "same.npy").shape == (2, 400, 600)
-    assert main(["attribute", "efficientnet_lite0", str(photo), "--device", "cpu", "--out", str(tmp_path / "UP.NPY")]) == 0
+    assert main(["attribute", "efficientnet_lite0", str(photo), "--device", "cpu", "--out", str(tmp_path / "UP.NPY"),
+                 "--no-faithfulness"]) == 0
     assert np.load(tmp_path / "UP.NPY").shape == (400, 600)  # an upper-case suffix still holds the data
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary files
 

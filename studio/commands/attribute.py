@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from studio.attribution import (IG_RULES, METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, explain, method_options,
-                                top_classes)
+from studio.attribution import (IG_RULES, METHOD_FUNCTIONS, METHODS, SIGNED_METHODS, deletion_insertion, explain,
+                                method_options, top_classes)
+from studio.attribution.faithfulness import QUICK_STEPS, auc_summary
 from studio.commands.common import add_weight_arguments, maybe_a_model, model_from_args, split_model
 from studio.checks import check_number, output_file
 from studio.display import colour_map, overlay
@@ -66,6 +67,35 @@ def option_types() -> dict[str, type]:
     return types
 
 
+def add_method_options(parser) -> None:
+    """One flag per method option (``--samples``, ``--window``, ...), each naming the methods that take it."""
+    group = parser.add_argument_group("method options (each applies only to the methods that take it)")
+    for name, kind in option_types().items():
+        users = [m for m in METHODS if name in method_options(m)]
+        defaults = {method_options(m)[name] for m in users}
+        default = f"; default {defaults.pop()}" if len(defaults) == 1 else ""
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                           choices=OPTION_CHOICES.get(name), help=f"{OPTION_HELP[name]} ({', '.join(users)}{default})")
+
+
+def given_options(args, methods: list[str]) -> dict[str, object]:
+    """The method options given on the command line; one that none of ``methods`` takes is an error."""
+    options = {name: getattr(args, name) for name in option_types() if getattr(args, name) is not None}
+    taken = dict.fromkeys(name for method in methods for name in method_options(method))
+    wrong = [f"--{name.replace('_', '-')}" for name in options if name not in taken]
+    if wrong:
+        raise StudioError(f"{', '.join(wrong)} does not apply to {', '.join(methods)}; the options there are "
+                          f"{', '.join('--' + n.replace('_', '-') for n in taken)}.")
+    return options
+
+
+def options_per_method(options: dict[str, object], model: StudioModel, methods: list[str]) -> dict[str, dict]:
+    """Each method's share of the given options, a baseline read as the model takes it."""
+    if "baseline" in options:
+        options = {**options, "baseline": _baseline(options["baseline"], model)}
+    return {method: {n: v for n, v in options.items() if n in method_options(method)} for method in methods}
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("attribute", help="heat maps of where a class or unit looks in photos",
                                    description="Attribute each photo. MODEL may be left out: " + MODEL_HELP)
@@ -76,13 +106,9 @@ def register(subparsers) -> None:
     parser.add_argument("--target", default=None,
                         help='class index or label, or a unit such as blocks.5:17 (default: each photo\'s top-1 class)')
     parser.add_argument("--out", default=None, help="maps.npy (raw maps) or overlay.png (heat map over the photo)")
-    group = parser.add_argument_group("method options (each applies only to the methods that take it)")
-    for name, kind in option_types().items():
-        users = [m for m in METHODS if name in method_options(m)]
-        defaults = {method_options(m)[name] for m in users}
-        default = f"; default {defaults.pop()}" if len(defaults) == 1 else ""
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                           choices=OPTION_CHOICES.get(name), help=f"{OPTION_HELP[name]} ({', '.join(users)}{default})")
+    add_method_options(parser)
+    parser.add_argument("--no-faithfulness", dest="faithfulness", action="store_false",
+                        help="skip each map's deletion and insertion AUC (34 extra forward passes a photo)")
     parser.add_argument("--colormap", default="viridis", help="overlay colormap (kornia names: viridis, plasma, ...)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     parser.set_defaults(run=run)
@@ -122,15 +148,9 @@ def run(args) -> int:
         output_file(out)
     check_number("--alpha", args.alpha, minimum=0, maximum=1)
     colour_map(args.colormap)
-    options = {name: getattr(args, name) for name in option_types() if getattr(args, name) is not None}
-    taken = method_options(args.method)
-    wrong = [f"--{name.replace('_', '-')}" for name in options if name not in taken]
-    if wrong:
-        raise StudioError(f"{', '.join(wrong)} does not apply to {args.method}; its options are "
-                          f"{', '.join('--' + n.replace('_', '-') for n in taken)}.")
+    options = given_options(args, [args.method])
     model = model_from_args(args)
-    if "baseline" in options:
-        options["baseline"] = _baseline(options["baseline"], model)
+    options = options_per_method(options, model, [args.method])[args.method]
     spec = model.spec
     try:
         first = read_input(paths[0], spec.channels, spec.dims)
@@ -145,6 +165,9 @@ def run(args) -> int:
         if class_count(model) is not None:
             lines += [f"  {rank}. {label} ({index}) {prob:.3f}"
                       for rank, (index, label, prob) in enumerate(top_classes(model, image)[0], 1)]
+        if args.faithfulness:
+            scored = deletion_insertion(model, image.to(model.device), result.maps, result.targets, steps=QUICK_STEPS)
+            lines.append("  " + auc_summary(scored.deletion_auc.item(), scored.insertion_auc.item()))
         if result.completeness_error is not None:
             lines.append(f"  completeness error {100 * result.completeness_error.item():.2f} % "
                          f"(f(x) - f(baseline) = {(result.scores - result.baseline_scores).item():.4f})")

@@ -24,6 +24,7 @@ import torch
 from studio.attribution import CAM_METHODS
 from studio.attribution import METHODS as ATTRIBUTION_METHODS
 from studio.attribution import deletion_insertion, explain
+from studio.attribution.faithfulness import QUICK_STEPS, auc_summary
 from studio.engine import RenderResult, optimize
 from studio.checks import SEED_LIMIT
 from studio.errors import StudioError
@@ -301,10 +302,6 @@ def overlay(maps: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.broadcast_to(maps.reshape(*lead[:-1], 1, *size), (*lead, *size))
 
 
-#: Fractions of the pixels in the deletion and insertion curves measured beside every heat map in the viewer.
-FAITHFULNESS_STEPS = 16
-
-
 @dataclass
 class Heatmap:
     """An attribution result: ``maps`` ``[B, H, W]`` float32, a label naming method and target, and each
@@ -319,8 +316,7 @@ class Heatmap:
     def faithfulness(self) -> str:
         """The AUCs in a few words (the mean over the maps when there are several)."""
         several = " (mean over the maps)" if len(self.deletion_auc) > 1 else ""
-        return (f"deletion AUC {self.deletion_auc.mean():.3g} (low is faithful), insertion AUC "
-                f"{self.insertion_auc.mean():.3g} (high is faithful){several}")
+        return auc_summary(self.deletion_auc.mean(), self.insertion_auc.mean()) + several
 
 
 def attribute_images(model: StudioModel, images: torch.Tensor, method: str, targets: Sequence[Target | None],
@@ -333,7 +329,7 @@ def attribute_images(model: StudioModel, images: torch.Tensor, method: str, targ
     try:
         with guard:
             result = explain(model, images, targets[0] if len(targets) == 1 else targets, method)
-            faithful = deletion_insertion(model, images, result.maps, result.targets, steps=FAITHFULNESS_STEPS)
+            faithful = deletion_insertion(model, images, result.maps, result.targets, steps=QUICK_STEPS)
     except RuntimeError as error:
         raise WorkerError(error_message(error)) from error
     names = list(dict.fromkeys(target.short for target in result.targets))
