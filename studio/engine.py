@@ -35,7 +35,8 @@ TargetSpec = str | int | Target
 @dataclass
 class RenderResult:
     """Images ``[B, C, *size]`` (2D or 3D) in ``[0, 1]``, objective history ``[steps, B]``, each image's objective on its
-    final, un-transformed image (``clean_values``), and the settings that ran (the provenance record)."""
+    final, un-transformed image (``clean_values``), the settings that ran (the provenance record) and the
+    accumulated gradient magnitude per pixel ``[B, *size]`` behind :attr:`alpha`."""
 
     images: torch.Tensor
     history: torch.Tensor
@@ -44,6 +45,18 @@ class RenderResult:
     targets: list[Target] | None
     settings: dict
     seconds: float
+    gradient_mass: torch.Tensor | None = None
+
+    @property
+    def alpha(self) -> torch.Tensor | None:
+        """MACO's transparency map (Fel et al. 2023) ``[B, *size]`` in ``[0, 1]``: the magnitude of the
+        objective's gradient with respect to each pixel, summed over channels and every step, scaled by its 99th
+        percentile. Where it is high, the pixels moved the objective most: where the unit looks."""
+        if self.gradient_mass is None:
+            return None
+        from studio.display import display_map
+
+        return torch.stack([display_map(mass) for mass in self.gradient_mass])
 
     @property
     def clean_activations(self) -> torch.Tensor:
@@ -244,18 +257,23 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     steps, precision = settings.steps, settings.precision
     optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr, fused=device.type == "cuda")
     history = torch.zeros(steps, batch, device=device)
+    mass = None  # the accumulated |d objective / d pixel|, for the transparency map
     start, checked = time.perf_counter(), 0
     for step in range(1, steps + 1):
         # Entered per step, so a suspended generator leaves the caller's grad mode and the model's flags alone
         # (grad mode is thread-local: a napari worker thread needs it enabled here).
         with frozen(model.module), torch.enable_grad():
             images = param()
+            images.retain_grad()
             draws = counter_uniform(seed_tensor, step, crops * draws_per_crop).view(batch, crops, draws_per_crop)
             view = _step_view(settings, transform, draws, dims)
             total, terms = _evaluate(model, objective, images, keys, view, precision)
             optimizer.zero_grad(set_to_none=True)
             (-total.sum()).backward()
             optimizer.step()
+            if images.grad is not None:
+                step_mass = images.grad.detach().abs().sum(1)
+                mass = step_mass if mass is None else mass + step_mass
             history[step - 1] = total.detach()
         if step % every == 0 or step == steps:
             _check_finite(history, checked, step)
@@ -272,7 +290,7 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
         raise StudioError(f"The objective became NaN or infinite at step {steps}; lower the learning rate, or "
                           "check the model's outputs for that input.")
     result = RenderResult(final.cpu(), history.cpu(), clean.cpu(), objective.name, targets, record,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, None if mass is None else mass.cpu())
     yield Snapshot(steps, steps, result.images, total.detach().cpu(),
                    {k: v.cpu() for k, v in clean_terms.items()}, done=True, result=result)
 

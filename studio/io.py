@@ -209,10 +209,19 @@ def _remove(tmp: str | None) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Path:
+def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray, alpha: torch.Tensor | None = None) -> Path:
     """Write an image (``[C, *size]`` float tensor, shown through :func:`preview`, or a uint8 array) atomically;
-    format from the suffix."""
+    format from the suffix. ``alpha`` (``[*size]`` in ``[0, 1]``; a volume's by its maximum along depth, like
+    the preview) becomes the picture's alpha channel, in formats that have one (PNG, WebP)."""
     array = to_uint8(image) if isinstance(image, torch.Tensor) else image
+    if alpha is not None:
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".png", ".webp"):
+            raise StudioError(f"{str(path)!r}: a transparency map needs a format with an alpha channel (.png or "
+                              f".webp), not {suffix or 'no suffix'}.")
+        flat = alpha.detach().float().cpu()
+        flat = flat.amax(0) if flat.dim() == 3 else flat
+        array = np.dstack([array, (flat.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)])
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=Path(path).suffix))
 
 

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="renders",
                         help="output folder, or an image path (.png, .jpg, .jpeg, .webp) for one target or the --sheet")
     parser.add_argument("--sheet", action="store_true", help="write one sheet with all targets instead of one PNG each")
+    parser.add_argument("--transparency", action="store_true",
+                        help="write each render's transparency map (MACO: where the objective's gradient "
+                             "accumulated) as the PNG's alpha channel")
     parser.add_argument("--examples", default=None, metavar="INDEX.sqlite",
                         help="a dataset-example index (studio index): report each render as a multiple of its "
                              "unit's dataset maximum, and check its path through the layers below")
@@ -64,6 +67,9 @@ def run(args) -> int:
             parsed += parse_targets(text, model)
         except StudioError as error:  # only the first positional may have been meant as a model
             raise (maybe_a_model(error, text, args.model) if index == 0 else error) from None
+    if args.transparency and (args.sheet or out.suffix.lower() in (".jpg", ".jpeg")):
+        raise StudioError("--transparency writes one PNG (or WebP) per render with its alpha channel; leave out "
+                          "--sheet and give a folder or a .png path.")
     if one_file and not args.sheet and len(parsed) > 1:
         raise StudioError(f"--out {args.out!r} is one file but there are {len(parsed)} targets; give a "
                           "folder, or add --sheet for one sheet.")
@@ -75,10 +81,10 @@ def run(args) -> int:
     if args.sheet:
         previews = torch.stack([preview(image) for image in result.images])
         written = [write_image(out if one_file else out / "sheet.png", image_grid(previews))]
-    elif one_file:
-        written = [write_image(out, result.images[0])]
     else:
-        written = [write_image(out / f"{name}.png", image) for name, image in zip(names, result.images)]
+        alphas = result.alpha if args.transparency else [None] * len(result.images)
+        paths = [out] if one_file else [out / f"{name}.png" for name in names]
+        written = [write_image(path, image, alpha) for path, image, alpha in zip(paths, result.images, alphas)]
     if not args.sheet and not is_rgb_image(result.images[0]):  # the PNGs are previews: keep every channel and slice
         written += [write_stack(path.with_suffix(".tif"), image) for path, image in zip(written, result.images)]
     print(f"{'target':32s} clean activation" + ("   dataset / path check" if args.examples else ""))
