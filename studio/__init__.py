@@ -8,6 +8,7 @@
     studio.deletion_insertion(model, studio.read_image("cat.jpg"), heat, "blocks.4:12").deletion_auc  # faithful?
     report = studio.evaluate(model, ["cat.jpg"], ["saliency", "gradcam"])  # methods x metrics, side by side
     parts = studio.blocks(model, "cat.jpg", "blocks.5", "Egyptian cat", top=6)  # the channels behind it
+    studio.accentuate(model, "cat.jpg", "blocks.4:3").result.images              # the unit, in this photo
     studio.write_report(report, "report/")                                 # CSV, JSON, curves and table plots
     studio.gallery.run("gallery/example.toml", "out/example")
     studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples
@@ -20,6 +21,7 @@ from studio import gallery, objectives, param
 from studio.attribution import (Attribution, Evaluation, Faithfulness, Pointing, Randomisation, Road, attribute,
                                 deletion_insertion, evaluate, explain, model_randomisation, pointing_game, road,
                                 write_report)
+from studio.accentuation import Accentuation, accentuate
 from studio.building_blocks import BuildingBlocks, ablate, blocks
 from studio.concepts import Dictionary, load_dictionary
 from studio.concepts.learn import learn_concepts
@@ -34,9 +36,9 @@ from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
 
 __all__ = [
-    "DEFAULT_MODEL", "Attribution", "BuildingBlocks", "Dictionary", "Evaluation", "Faithfulness", "InputSpec", "Pointing", "Randomisation",
+    "DEFAULT_MODEL", "Accentuation", "Attribution", "BuildingBlocks", "Dictionary", "Evaluation", "Faithfulness", "InputSpec", "Pointing", "Randomisation",
     "RenderResult", "RenderSettings", "Road", "Snapshot", "StudioError", "StudioModel", "Target", "TransformSettings",
-    "ablate", "attribute", "blocks", "build_index", "capture", "deletion_insertion", "evaluate", "examples", "explain", "forward_to",
+    "ablate", "accentuate", "attribute", "blocks", "build_index", "capture", "deletion_insertion", "evaluate", "examples", "explain", "forward_to",
     "gallery", "learn_concepts", "load_dictionary", "load_model", "model_randomisation", "objectives", "optimize",
     "param", "parse_target", "parse_targets", "pointing_game", "read_image", "render", "road", "unit_statistics",
     "write_image", "write_report",

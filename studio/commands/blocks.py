@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 
 from studio.building_blocks import blocks, blocks_figure, random_control
-from studio.checks import check_seed, output_file
-from studio.commands.common import (add_render_arguments, add_weight_arguments, maybe_a_model, model_from_args,
-                                    render_settings_from_args, split_model)
-from studio.errors import StudioError
+from studio.commands.common import add_photo_arguments, add_weight_arguments, photo_and_model, render_settings_from_args
 from studio.exemplars import check_index, examples, index_info
-from studio.io import read_input, write_figure
+from studio.io import write_figure
 from studio.models import MODEL_HELP
 
 
@@ -36,31 +33,20 @@ def register(subparsers) -> None:
                         help="a dataset-example index of the layer (studio index): each channel's top example")
     parser.add_argument("--no-render", dest="render", action="store_false", help="maps only, no renders")
     parser.add_argument("--draws", type=int, default=8, help="random channel sets zeroed as the control (default: 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first render and of the random control")
-    parser.add_argument("--out", required=True, help="the figure, e.g. blocks.png")
-    add_render_arguments(parser)
+    add_photo_arguments(parser, "seed of the first render and of the random control", "the figure, e.g. blocks.png")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    args.model, rest = split_model(args.positionals)
-    if len(rest) != 1:
-        raise StudioError(f"Give one photo after the model, not {len(rest)} arguments.")
-    output_file(args.out)
-    check_seed(args.seed, "--seed")
     settings = render_settings_from_args(args)
     if args.examples is not None:
-        index_info(args.examples)
-    model = model_from_args(args)
+        index_info(args.examples)  # not an index: one sentence before the model loads
+    model, photo, rest = photo_and_model(args, [], "studio blocks cat.jpg --layer blocks.5 --out blocks.png")
     if args.examples is not None:
         check_index(args.examples, model)
-    try:
-        photo = read_input(rest[0], model.spec.channels, model.spec.dims)
-    except StudioError as error:
-        raise maybe_a_model(error, rest[0], args.model) from None
-    result = blocks(model, photo.to(model.device), args.layer, args.target, top=args.top,
+    result = blocks(model, photo, args.layer, args.target, top=args.top,
                     render_channels=args.render, settings=settings, seed=args.seed, progress=args.render)
-    control = random_control(model, photo.to(model.device), result, args.draws, args.seed)
+    control = random_control(model, photo, result, args.draws, args.seed)
     crops = None
     if args.examples is not None:
         tops = [examples(args.examples, unit, model) for unit in result.units]

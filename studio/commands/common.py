@@ -7,6 +7,8 @@ import argparse
 import difflib
 from collections.abc import Sequence
 
+import torch
+
 from studio.errors import StudioError
 from studio.models import DEFAULT_MODEL, EMBEDDED, MODEL_HELP, StudioModel, load_model, model_kind, parse_input
 from studio.settings import RenderSettings, setting_fields
@@ -115,3 +117,33 @@ def render_settings_from_args(args: argparse.Namespace) -> RenderSettings:
     """The settings the options name; options left out keep their defaults."""
     given = {spec.name: getattr(args, spec.name) for spec in setting_fields() if getattr(args, spec.name) is not None}
     return RenderSettings().updated(given)
+
+
+def add_photo_arguments(parser: argparse.ArgumentParser, seed: str, out: str) -> None:
+    """What every command on one photo that renders takes besides its own options: ``--seed`` (its help
+    ``seed``), a required ``--out`` (its help ``out``) and the render settings; :func:`photo_and_model` checks them."""
+    parser.add_argument("--seed", type=int, default=0, help=seed)
+    parser.add_argument("--out", required=True, help=out)
+    add_render_arguments(parser)
+
+
+def photo_and_model(args: argparse.Namespace, extra: Sequence[str], usage: str
+                    ) -> tuple[StudioModel, torch.Tensor, list[str]]:
+    """For a command on one photo (``[MODEL] PHOTO``, then positionals named by ``extra``, such as ``("a
+    target",)``; ``--out`` and ``--seed``): the checks before any work, then the model, the photo as it takes
+    it, and the positionals; a wrong count is one sentence ending in ``usage``."""
+    from studio.checks import check_seed, output_file
+    from studio.io import read_input
+
+    args.model, rest = split_model(args.positionals)
+    if len(rest) != 1 + len(extra):
+        raise StudioError(f"Give {' and '.join(['a photo', *extra])} after the model, e.g. {usage} (got "
+                          f"{len(rest)} arguments).")
+    output_file(args.out)
+    check_seed(args.seed, "--seed")
+    model = model_from_args(args)
+    try:
+        photo = read_input(rest[0], model.spec.channels, model.spec.dims)
+    except StudioError as error:
+        raise maybe_a_model(error, rest[0], args.model) from None
+    return model, photo.to(model.device), rest
