@@ -9,6 +9,7 @@
     report = studio.evaluate(model, ["cat.jpg"], ["saliency", "gradcam"])  # methods x metrics, side by side
     parts = studio.blocks(model, "cat.jpg", "blocks.5", "Egyptian cat", top=6)  # the channels behind it
     studio.accentuate(model, "cat.jpg", "blocks.4:3").result.images              # the unit, in this photo
+    studio.probe(model, "cat.jpg", "blocks.5", (120, 140)).target                # the neuron under a point
     studio.write_report(report, "report/")                                 # CSV, JSON, curves and table plots
     studio.gallery.run("gallery/example.toml", "out/example")
     studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples
@@ -31,15 +32,17 @@ from studio.exemplars import build_index, examples, unit_statistics
 from studio.hooks import capture, forward_to
 from studio.io import read_image, write_image
 from studio.models import DEFAULT_MODEL, InputSpec, StudioModel, load_model
+from studio.probing import ActivationGrid, Probe, activation_grid, probe
 from studio.settings import RenderSettings
 from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
 
 __all__ = [
-    "DEFAULT_MODEL", "Accentuation", "Attribution", "BuildingBlocks", "Dictionary", "Evaluation", "Faithfulness", "InputSpec", "Pointing", "Randomisation",
-    "RenderResult", "RenderSettings", "Road", "Snapshot", "StudioError", "StudioModel", "Target", "TransformSettings",
-    "ablate", "accentuate", "attribute", "blocks", "build_index", "capture", "deletion_insertion", "evaluate", "examples", "explain", "forward_to",
-    "gallery", "learn_concepts", "load_dictionary", "load_model", "model_randomisation", "objectives", "optimize",
-    "param", "parse_target", "parse_targets", "pointing_game", "read_image", "render", "road", "unit_statistics",
-    "write_image", "write_report",
+    "DEFAULT_MODEL", "Accentuation", "ActivationGrid", "Attribution", "BuildingBlocks", "Dictionary",
+    "Evaluation", "Faithfulness", "InputSpec", "Pointing", "Probe", "Randomisation", "RenderResult",
+    "RenderSettings", "Road", "Snapshot", "StudioError", "StudioModel", "Target", "TransformSettings", "ablate",
+    "accentuate", "activation_grid", "attribute", "blocks", "build_index", "capture", "deletion_insertion",
+    "evaluate", "examples", "explain", "forward_to", "gallery", "learn_concepts", "load_dictionary",
+    "load_model", "model_randomisation", "objectives", "optimize", "param", "parse_target", "parse_targets",
+    "pointing_game", "probe", "read_image", "render", "road", "unit_statistics", "write_image", "write_report",
 ]
