@@ -177,6 +177,39 @@ def test_attribution_adds_an_aligned_heat_map_equal_to_studio_attribute(studio_w
 
 @gui
 @needs_display
+def test_clicking_a_photo_renders_the_neuron_under_the_point_and_explains_it(studio_widget, qtbot, lite0, photos,
+                                                                           tmp_path):
+    viewer, widget = studio_widget
+    photo = to_uint8(photos["chelsea"])
+    layer = viewer.add_image(photo, rgb=True, name="chelsea")
+    widget.render_panel.layer.value = "blocks.5"
+    widget.fill(steps=8, size=48, method="gradcam")
+    assert widget._on_probe_click not in layer.mouse_drag_callbacks  # only while the box is ticked
+    widget.probe.value = True
+    assert widget._on_probe_click in layer.mouse_drag_callbacks
+
+    class Click:  # what napari hands a mouse callback: the press, at the cat's left eye (world = data here)
+        type, position = "mouse_press", (120.0, 140.0)
+
+    expected = studio.probe(lite0, from_uint8(photo), "blocks.5", (120, 140)).target.name
+    with qtbot.waitSignal(widget.attribution_panel.finished, timeout=180_000):
+        widget._on_probe_click(layer, Click())
+    assert widget.render_panel.image_layer.name == expected  # the neuron under the point, rendered
+    heat = [other for other in viewer.layers if other.metadata.get("studio_heatmap")]
+    assert heat and heat[-1].name == f"chelsea · gradcam · {expected}" and heat[-1].data.shape == photo.shape[:2]
+    viewer.window.show()
+    viewer.reset_view()
+    qtbot.wait(300)
+    picture = viewer.screenshot(canvas_only=True, flash=False)
+    studio.write_image(tmp_path / "probe.png", picture[..., :3])
+    assert picture[..., :3].std() > 10  # the photo, its render and the map are on the canvas
+    widget.probe.value = False
+    assert widget._on_probe_click not in layer.mouse_drag_callbacks
+    assert hook_count(lite0.module) == 0
+
+
+@gui
+@needs_display
 def test_errors_reach_the_user_and_leave_the_widget_usable(studio_widget, qtbot, lite0, monkeypatch):
     viewer, widget = studio_widget
     import studio.viewer.streaming as streaming

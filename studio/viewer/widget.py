@@ -21,11 +21,14 @@ from psygnal import Signal
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
+from studio.errors import StudioError
 from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, runs_code, untrusted_code
+from studio.probing import Probe, probe
 from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.examples_panel import ExamplesPanel
 from studio.viewer.render_panel import RenderPanel
-from studio.viewer.streaming import ERROR_COLOUR, WorkerError, error_message
+from studio.viewer.layers import shows_model_images
+from studio.viewer.streaming import ERROR_COLOUR, WorkerError, error_message, images_from_layer
 
 # Note: torch's optimisers import torch._dynamo, and with it Triton, on first use. Triton loaded after Mesa's
 # software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
@@ -86,13 +89,16 @@ class StudioWidget(Container):
         self.render_panel = RenderPanel(napari_viewer, self._lock)
         self.examples_panel = ExamplesPanel(napari_viewer, self.render_panel, self._lock)
         self.attribution_panel = AttributionPanel(napari_viewer, self._lock, self.render_panel.current_targets)
+        self.probe = CheckBox(name="probe", text="click a photo to probe", value=False,
+                              tooltip="render the neuron of the chosen layer under the clicked point (its channel the "
+                                      "most active there), then its heat map on the photo")
         self.message = Label(value="")
         self.extend([
             Label(value="<b>Model</b>"),
             Container(layout="horizontal", labels=False,
                       widgets=[self.model_name, self.browse_button, self.load_button]),
             Container(labels=True, widgets=[self.device]), self.trust, self.model_info, self.examples_panel,
-            Label(value="<b>Feature visualisation</b>"), self.render_panel,
+            Label(value="<b>Feature visualisation</b>"), self.render_panel, self.probe,
             Label(value="<b>Attribution</b>"), self.attribution_panel,
             self.message,
         ])
@@ -109,6 +115,8 @@ class StudioWidget(Container):
             panel.message.connect(self.show_message)
         for panel in (self.render_panel, self.attribution_panel):
             panel.finished.connect(self._update_buttons)
+        self.probe.changed.connect(self._update_probe_callbacks)
+        self.viewer.layers.events.inserted.connect(self._update_probe_callbacks)
 
         if model is not None:
             self.set_model(model)
@@ -219,6 +227,47 @@ class StudioWidget(Container):
             return
         self.attribution_panel.start(layer)
         self._update_buttons()
+
+    def probe_at(self, layer: Image, point) -> Probe | None:
+        """Render the neuron of the render panel's layer under ``point`` (row, column in ``layer``'s pixels; its
+        first image when it holds a stack), then explain it on the photo with the attribution panel's method."""
+        if self.busy or self.model is None:
+            self.show_message("Load a model and wait for running jobs to finish before probing.")
+            return None
+        try:
+            photo = images_from_layer(layer.data, layer.rgb, layer.contrast_limits, self.model.spec)[0]
+            with self._lock:
+                found = probe(self.model, photo.to(self.model.device), self.render_panel.layer.value, point)
+        except StudioError as error:
+            self.show_message(str(error), error=True)
+            return None
+        self.fill(found.target.name)
+        self.attribution_panel.explain.value = "visualised unit"
+
+        def explain_when_rendered(frame) -> None:
+            self.render_panel.finished.disconnect(explain_when_rendered)
+            if frame is not None and frame.done:
+                self.attribute(layer)
+        self.render_panel.finished.connect(explain_when_rendered)
+        self.run()
+        return found
+
+    def _on_probe_click(self, layer: Image, event) -> None:
+        """A click on a photo layer while probing: the point in the layer's pixels (its last axes)."""
+        if event.type == "mouse_press":
+            dims = self.model.spec.dims if self.model is not None else 2
+            self.probe_at(layer, tuple(layer.world_to_data(event.position))[-dims:])
+
+    def _update_probe_callbacks(self, *_) -> None:
+        """Photo and render layers take clicks while the probe box is ticked, and only then."""
+        for layer in self.viewer.layers:
+            if not shows_model_images(layer):
+                continue
+            hooked = self._on_probe_click in layer.mouse_drag_callbacks
+            if self.probe.value and not hooked:
+                layer.mouse_drag_callbacks.append(self._on_probe_click)
+            elif not self.probe.value and hooked:
+                layer.mouse_drag_callbacks.remove(self._on_probe_click)
 
     # ---------------------------------------------------------------- common
 
