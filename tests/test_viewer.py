@@ -210,6 +210,25 @@ def test_clicking_a_photo_renders_the_neuron_under_the_point_and_explains_it(stu
 
 @gui
 @needs_display
+def test_a_finished_render_can_show_its_transparency_as_its_opacity(studio_widget, qtbot, lite0):
+    viewer, widget = studio_widget
+    panel = widget.render_panel
+    widget.fill("blocks.4:3@3,3", steps=12, size=48)
+    panel.transparency.value = True
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        widget.run()
+    data = panel.image_layer.data
+    expected = studio.render(lite0, "blocks.4:3@3,3", steps=12, size=48)
+    assert data.shape == (48, 48, 4) and panel.image_layer.rgb  # RGBA: napari draws the alpha as opacity
+    np.testing.assert_allclose(data[..., 3], expected.alpha[0].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(data[..., :3], expected.images[0].permute(1, 2, 0).numpy())
+    assert data[..., 3].min() < 0.2 < 0.9 < data[..., 3].max()  # a neuron's alpha: opaque over its field only
+    panel.transparency.value = False
+    assert panel.image_layer.data.shape == (48, 48, 3)
+
+
+@gui
+@needs_display
 def test_errors_reach_the_user_and_leave_the_widget_usable(studio_widget, qtbot, lite0, monkeypatch):
     viewer, widget = studio_widget
     import studio.viewer.streaming as streaming

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -31,7 +31,7 @@ from studio.viewer.fields import complete_classes, set_value, setting_widget
 from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, show_boxes,
                                   shows_model_images, update_image_layers)
 from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame, RenderRequest,
-                                     error_message, full_name, render_label, stream)
+                                     error_message, full_name, render_label, stream, with_alpha)
 
 #: Seconds between status-text and progress-bar refreshes for steps that bring no image.
 STATUS_INTERVAL = 0.25
@@ -98,11 +98,14 @@ class RenderPanel(Container):
         self.token = SpinBox(name="token", min=0, max=0, tooltip="prefix token: 0 is the class token (@cls)")
         #: Every named field by its name: the viewer's own, then one per render setting.
         self.fields = {spec.name: setting_widget(spec) for spec in (*VIEWER_FIELDS, *setting_fields())}
+        self.transparency = CheckBox(name="transparency", text="transparency when done", value=False,
+                                     tooltip="show the finished render with MACO's alpha as its opacity: opaque where "
+                                             "its pixels drove the unit most")
         self.run_button = PushButton(text="Run")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
         self.extend([self.layer, self.concepts, self.kind, self.channel, self.class_name, self.row, self.column,
-                     self.token, *self.fields.values(),
+                     self.token, *self.fields.values(), self.transparency,
                      Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button]),
                      self.status])
 
@@ -110,6 +113,7 @@ class RenderPanel(Container):
         self.concepts.changed.connect(self._on_concepts_picked)
         self.kind.changed.connect(self._update_unit_fields)
         self.stop_button.changed.connect(self.stop)
+        self.transparency.changed.connect(self._reshow_last)
         self._update_unit_fields()
 
     # ------------------------------------------------------------------ fields
@@ -335,19 +339,33 @@ class RenderPanel(Container):
         """The render's (first) layer: its only one unless it shows one layer per channel."""
         return self.image_layers[0] if self.image_layers else None
 
+    def _reshow_last(self, *_) -> None:
+        """Show the finished render again, with or without its transparency."""
+        if self.last_frame is not None and self.last_frame.done and self.image_layers:
+            self._show(self.last_frame)
+
+    def _shown_images(self, frame: Frame) -> np.ndarray:
+        """A frame's images as its layers show them: a finished 2D RGB render with its alpha as a fourth
+        channel when the transparency box is ticked."""
+        if (self.transparency.value and frame.done and frame.rgb and frame.images.ndim == 4
+                and frame.result is not None and frame.result.alpha is not None):
+            return with_alpha(frame.images, frame.result.alpha.numpy())
+        return frame.images
+
     def _show(self, frame: Frame) -> None:
         """Put a frame's images in the render's layers: replace their data, or add them once (beside the other
         images; a volume switches napari to its 3D view)."""
-        layers = find_image_layers(self.viewer, frame.images, frame.rgb, self._name)
+        images = self._shown_images(frame)
+        layers = find_image_layers(self.viewer, images, frame.rgb, self._name)
         if layers is None:
-            layers = add_image_layers(self.viewer, frame.images, frame.rgb, self._name)
+            layers = add_image_layers(self.viewer, images, frame.rgb, self._name)
             self._place_beside_others(layers)
             if self.model.spec.dims == 3:
                 self.viewer.dims.ndisplay = 3
             if len(frame.images) > 1 and self.viewer.dims.ndim == layers[0].ndim:
                 self.viewer.dims.axis_labels = ("unit", *self.viewer.dims.axis_labels[1:])
         else:
-            update_image_layers(layers, frame.images, frame.rgb, self._name)
+            update_image_layers(layers, images, frame.rgb, self._name)
         for layer in layers:
             layer.metadata[TARGETS_KEY] = [full_name(target) for target in self._targets]
         self.image_layers = layers

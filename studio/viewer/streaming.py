@@ -187,6 +187,11 @@ def to_napari(images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array.cpu().numpy())
 
 
+def with_alpha(images: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """RGB pictures ``[B, H, W, 3]`` (:func:`to_napari`) with ``alpha`` ``[B, H, W]`` as their fourth channel."""
+    return np.ascontiguousarray(np.concatenate([images, alpha[..., None].astype(images.dtype)], -1))
+
+
 def layer_arrays(images: np.ndarray, rgb: bool) -> list[np.ndarray]:
     """The data of each napari layer that shows ``images`` (:func:`to_napari`): the RGB stack, or one stack per
     channel; one image loses its batch axis, several keep the unit on the leading (slider) axis."""
