@@ -36,14 +36,14 @@ def test_the_probed_neuron_is_the_most_active_channel_under_the_point(lite0, pho
 
 
 def test_each_cell_of_the_activation_grid_drives_its_own_neuron_hardest(lite0, photos):
-    grid = activation_grid(lite0, photos["chelsea"], "blocks.5", stride=3, steps=48, size=64)
-    assert grid.shape == (7, 7) and grid.cells.tolist() == [[y, x] for y in (0, 3, 6) for x in (0, 3, 6)]
-    assert grid.result.images.shape == (9, 3, 64, 64)
+    grid = activation_grid(lite0, photos["chelsea"], "blocks.5", stride=6, steps=40, size=64)
+    assert grid.shape == (7, 7) and grid.cells.tolist() == [[0, 0], [0, 6], [6, 0], [6, 6]]
+    assert grid.result.images.shape == (4, 3, 64, 64)
     key = "blocks.5"
     acts = activations(lite0, lite0.spec.normalise(resize_to_input(grid.result.images, lite0.spec)), [key])[key]
     # reading[i, j]: render i's value at cell j's neuron
     reading = torch.stack([target(acts) for target in grid.targets], 1)
     own = reading.diagonal()
-    others = (reading - torch.diag(torch.full((9,), float("inf")))).amax(0)
+    others = (reading - torch.diag(torch.full((4,), float("inf")))).amax(0)
     print("own", own.round(decimals=1).tolist(), "best other", others.round(decimals=1).tolist())
-    assert (own > 2 * others.clamp_min(0)).all()  # measured: own 35-94, the best other render 7-22
+    assert (own > 2 * others.clamp_min(0)).all()  # measured: own 40-74, the best other render 3-12
