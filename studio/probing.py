@@ -35,13 +35,15 @@ class Probe:
 
 @dataclass
 class ActivationGrid:
-    """The activation grid of a photo at a layer: the cells rendered (``[N, dims]``, row-major), each one's
-    target, and the renders ``[N, C, size, size]`` in the same order; ``shape`` is the layer's grid."""
+    """The activation grid of a photo at a layer: the cells rendered (``[N, dims]``, row-major, every
+    ``stride``-th), each one's target, and the renders ``[N, C, size, size]`` in the same order; ``shape`` is the
+    layer's grid."""
 
     shape: tuple[int, ...]
     cells: torch.Tensor
     targets: list[Target]
     result: RenderResult
+    stride: int = 1
 
 
 def _photo_activation(model: StudioModel, photo, layer: str) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -100,4 +102,27 @@ def activation_grid(model: StudioModel, photo: torch.Tensor | str | os.PathLike,
     for cell in cells.tolist():
         chosen = int(activation[(slice(None), *cell)].argmax()) if channel is None else channel
         targets.append(parse_target(f"{name}:{chosen}{position_text(tuple(cell))}", model))
-    return ActivationGrid(grid, cells, targets, render(model, targets, settings, **options))
+    return ActivationGrid(grid, cells, targets, render(model, targets, settings, **options), stride)
+
+
+def grid_mosaic(grid: ActivationGrid) -> torch.Tensor:
+    """The grid's renders as one picture ``[C, rows * side, columns * side]``: each render at its cell's place
+    among the rendered cells (row-major, as :func:`activation_grid` orders them)."""
+    images = grid.result.images
+    if len(grid.shape) != 2:
+        raise StudioError("The activation-grid mosaic lays out 2D renders; a volume's grid has no flat layout.")
+    side = images.shape[-1]
+    rows = sorted(set(grid.cells[:, 0].tolist()))
+    columns = sorted(set(grid.cells[:, 1].tolist()))
+    mosaic = torch.zeros(images.shape[1], len(rows) * side, len(columns) * side)
+    for image, (y, x) in zip(images, grid.cells.tolist()):
+        top, left = rows.index(y) * side, columns.index(x) * side
+        mosaic[:, top:top + side, left:left + side] = image
+    return mosaic
+
+
+def mosaic_scale(grid: ActivationGrid, photo_size: Sequence[int]) -> tuple[float, float]:
+    """Photo pixels per mosaic pixel along rows and columns, so that each render covers the cells it stands for
+    (``stride`` of them a side) over a photo of ``photo_size``: the mosaic lies on the photo cell by cell."""
+    side = grid.result.images.shape[-1]
+    return tuple(grid.stride * size / (cells * side) for size, cells in zip(photo_size, grid.shape))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import studio
-from studio.probing import activation_grid, grid_cell, probe
+from studio.engine import RenderResult
+from studio.probing import ActivationGrid, activation_grid, grid_cell, grid_mosaic, mosaic_scale, probe
 from studio.models import resize_to_input
 from studio.targets import activations
 
@@ -47,3 +48,15 @@ def test_each_cell_of_the_activation_grid_drives_its_own_neuron_hardest(lite0, p
     others = (reading - torch.diag(torch.full((4,), float("inf")))).amax(0)
     print("own", own.round(decimals=1).tolist(), "best other", others.round(decimals=1).tolist())
     assert (own > 2 * others.clamp_min(0)).all()  # measured: own 40-74, the best other render 3-12
+
+
+def test_the_mosaic_puts_each_render_at_its_cell_and_spans_the_cells_it_stands_for():
+    cells = torch.tensor([[0, 0], [0, 3], [3, 0], [3, 3], [6, 0], [6, 3]])
+    images = torch.arange(6.0)[:, None, None, None].expand(6, 3, 4, 4) / 10
+    result = RenderResult(images, torch.zeros(1, 6), torch.zeros(6), "", None, {}, 0.0)
+    grid = ActivationGrid((7, 5), cells, [], result, stride=3)
+    mosaic = grid_mosaic(grid)
+    assert mosaic.shape == (3, 12, 8)
+    assert mosaic[0, 0, 0] == 0 and mosaic[0, 0, 4] == pytest.approx(0.1) and mosaic[0, 11, 7] == pytest.approx(0.5)
+    # a tile stands for 3 cells a side: 3/7 of the photo's rows and 3/5 of its columns
+    assert mosaic_scale(grid, (700, 500)) == pytest.approx((3 * 700 / (7 * 4), 3 * 500 / (5 * 4)))

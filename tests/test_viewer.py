@@ -205,6 +205,19 @@ def test_clicking_a_photo_renders_the_neuron_under_the_point_and_explains_it(stu
     assert picture[..., :3].std() > 10  # the photo, its render and the map are on the canvas
     widget.probe.value = False
     assert widget._on_probe_click not in layer.mouse_drag_callbacks
+
+    widget.grid_stride.value = 3  # the activation grid: 3 x 3 of blocks.5's 7 x 7 cells, laid over the photo
+    widget.fill(steps=2, size=16)
+    before = len(viewer.layers)
+    widget.activation_grid(layer)
+    qtbot.waitUntil(lambda: widget.grid_worker is None, timeout=120_000)
+    grid = viewer.layers[-1]
+    assert len(viewer.layers) == before + 1 and grid.name == "chelsea · activation grid · blocks.5"
+    assert grid.data.shape == (48, 48, 3) and len(grid.metadata["studio_activation_grid"]) == 9
+    # the first render covers cells 0-2 of 7 from the photo's top-left corner: rows 0-128.6, columns 0-193.3
+    top, left = (grid.translate - grid.scale / 2)[-2:]
+    np.testing.assert_allclose((top, left), (-0.5, -0.5), atol=1e-6)
+    np.testing.assert_allclose(grid.scale[-2:] * 16, (3 * 300 / 7, 3 * 451 / 7), rtol=1e-6)
     assert hook_count(lite0.module) == 0
 
 

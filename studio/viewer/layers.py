@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from napari.layers import Image
 
-from studio.viewer.streaming import CHANNELS_KEY, EXAMPLES_KEY, HEATMAP_KEY, ChannelSet, channel_names, layer_arrays
+from studio.viewer.streaming import (CHANNELS_KEY, EXAMPLES_KEY, GRID_KEY, HEATMAP_KEY, ChannelSet, channel_names,
+                                     layer_arrays)
 
 #: Gap between an image and what is placed beside it, as a fraction of the image's height.
 GAP = 0.05
@@ -59,7 +60,7 @@ def image_shape(layer: Image) -> tuple[int, int]:
 
 def shows_model_images(layer) -> bool:
     """Whether a layer holds images the model takes (a photo, a render), not a heat map or dataset examples."""
-    return isinstance(layer, Image) and not layer.metadata.get(HEATMAP_KEY) and not layer.metadata.get(EXAMPLES_KEY)
+    return isinstance(layer, Image) and not any(layer.metadata.get(key) for key in (HEATMAP_KEY, EXAMPLES_KEY, GRID_KEY))
 
 
 def place(layer: Image, scale: float, top: float, left: float, dims: int) -> None:

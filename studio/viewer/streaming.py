@@ -61,6 +61,8 @@ UNBOUNDED = 10**9
 #: napari layer metadata: heat-map layers are marked, rendered layers record their target names, and each
 #: layer of a channel set holds its :class:`ChannelSet`.
 HEATMAP_KEY = "studio_heatmap"
+#: Marks an activation-grid layer (its value: the targets of its renders, row-major).
+GRID_KEY = "studio_activation_grid"
 TARGETS_KEY = "studio_targets"
 CHANNELS_KEY = "studio_channels"
 #: napari layer metadata marking the layers that show a render's dataset examples (their crops, or the maps

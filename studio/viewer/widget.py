@@ -13,7 +13,7 @@ from functools import partial
 
 import torch
 import torch._dynamo  # noqa: F401  before napari's OpenGL: see the note below
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
@@ -23,12 +23,12 @@ from qtpy.QtWidgets import QFileDialog
 
 from studio.errors import StudioError
 from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, runs_code, untrusted_code
-from studio.probing import Probe, probe
+from studio.probing import ActivationGrid, Probe, activation_grid, grid_mosaic, mosaic_scale, probe
 from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.examples_panel import ExamplesPanel
 from studio.viewer.render_panel import RenderPanel
-from studio.viewer.layers import shows_model_images
-from studio.viewer.streaming import ERROR_COLOUR, WorkerError, error_message, images_from_layer
+from studio.viewer.layers import image_shape, shows_model_images
+from studio.viewer.streaming import ERROR_COLOUR, GRID_KEY, WorkerError, error_message, images_from_layer
 
 # Note: torch's optimisers import torch._dynamo, and with it Triton, on first use. Triton loaded after Mesa's
 # software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
@@ -48,6 +48,16 @@ def _load_model(spec: str, device: str) -> StudioModel:
     except RuntimeError as error:
         raise WorkerError(error_message(error)) from error
     return model
+
+
+def _grid_job(model: StudioModel, photo: torch.Tensor, layer: str, stride: int, settings, lock: threading.Lock
+              ) -> ActivationGrid:
+    """The activation grid, off the main thread, while holding the model."""
+    try:
+        with lock:
+            return activation_grid(model, photo, layer, stride=stride, settings=settings)
+    except RuntimeError as error:
+        raise WorkerError(error_message(error)) from error
 
 
 def devices() -> list[str]:
@@ -92,6 +102,12 @@ class StudioWidget(Container):
         self.probe = CheckBox(name="probe", text="click a photo to probe", value=False,
                               tooltip="render the neuron of the chosen layer under the clicked point (its channel the "
                                       "most active there), then its heat map on the photo")
+        self.grid_button = PushButton(text="Activation grid",
+                                      tooltip="render the neuron under every cell of the chosen layer on the "
+                                              "attribution panel's image layer, laid over it cell by cell")
+        self.grid_stride = SpinBox(name="grid_stride", label="every", min=1, max=64, value=1,
+                                   tooltip="render every N-th cell along each axis (a 14 x 14 grid is 196 renders)")
+        self.grid_worker = None
         self.message = Label(value="")
         self.extend([
             Label(value="<b>Model</b>"),
@@ -99,6 +115,7 @@ class StudioWidget(Container):
                       widgets=[self.model_name, self.browse_button, self.load_button]),
             Container(labels=True, widgets=[self.device]), self.trust, self.model_info, self.examples_panel,
             Label(value="<b>Feature visualisation</b>"), self.render_panel, self.probe,
+            Container(layout="horizontal", labels=True, widgets=[self.grid_button, self.grid_stride]),
             Label(value="<b>Attribution</b>"), self.attribution_panel,
             self.message,
         ])
@@ -116,6 +133,7 @@ class StudioWidget(Container):
         for panel in (self.render_panel, self.attribution_panel):
             panel.finished.connect(self._update_buttons)
         self.probe.changed.connect(self._update_probe_callbacks)
+        self.grid_button.changed.connect(lambda: self.activation_grid())
         self.viewer.layers.events.inserted.connect(self._update_probe_callbacks)
 
         if model is not None:
@@ -128,7 +146,7 @@ class StudioWidget(Container):
     @property
     def busy(self) -> bool:
         """Whether a render, an attribution, a model load or a dataset-example job is running."""
-        workers = (self.render_panel.worker, self.attribution_panel.worker, self.load_worker)
+        workers = (self.render_panel.worker, self.attribution_panel.worker, self.load_worker, self.grid_worker)
         return any(worker is not None for worker in workers) or self.examples_panel.busy
 
     def load(self, then=None) -> None:
@@ -252,6 +270,48 @@ class StudioWidget(Container):
         self.run()
         return found
 
+    def activation_grid(self, layer: Image | None = None) -> None:
+        """Render the activation grid of ``layer`` (default: the attribution panel's image layer) at the render
+        panel's layer and settings, in a worker; the renders arrive as one layer laid over the photo."""
+        layer = layer if layer is not None else self.attribution_panel.source.value
+        if self.busy or self.model is None or layer is None:
+            self.show_message("Load a model, pick a photo as the image layer and wait for running jobs first.")
+            return
+        try:
+            photo = images_from_layer(layer.data, layer.rgb, layer.contrast_limits, self.model.spec)[0]
+            settings = self.render_panel.request().settings
+        except StudioError as error:
+            self.show_message(str(error), error=True)
+            return
+        worker = create_worker(_grid_job, self.model, photo.to(self.model.device), self.render_panel.layer.value,
+                               self.grid_stride.value, settings, self._lock, _ignore_errors=True,
+                               _progress={"desc": f"activation grid of {layer.name}"})
+        worker.returned.connect(partial(self._add_grid, layer))
+        worker.errored.connect(lambda error: self.show_message(error_message(error), error=True))
+        worker.finished.connect(self._on_grid_finished)
+        self.grid_worker = worker
+        self.show_message(f"rendering the activation grid of {layer.name} ...")
+        self._update_buttons()
+        worker.start()
+
+    def _add_grid(self, source: Image, grid: ActivationGrid) -> None:
+        """The grid's renders as one layer over ``source``, each render on the cells it stands for."""
+        rows, columns = image_shape(source)
+        step_y, step_x = (float(v) for v in source.scale[-2:])
+        scale_y, scale_x = mosaic_scale(grid, (rows, columns))
+        top, left = (float(v) - step / 2 for v, step in zip(source.translate[-2:], (step_y, step_x)))
+        scale = (scale_y * step_y, scale_x * step_x)
+        mosaic = grid_mosaic(grid).permute(1, 2, 0).clamp(0, 1).numpy()
+        name = f"{source.name} · activation grid · {grid.targets[0].layer_name}"
+        self.viewer.add_image(mosaic if mosaic.shape[-1] == 3 else mosaic[..., 0], rgb=mosaic.shape[-1] == 3,
+                              name=name, scale=scale, translate=(top + scale[0] / 2, left + scale[1] / 2),
+                              opacity=0.85, metadata={GRID_KEY: [t.name for t in grid.targets]})
+        self.show_message(f"{name}: {len(grid.targets)} renders")
+
+    def _on_grid_finished(self) -> None:
+        self.grid_worker = None
+        self._update_buttons()
+
     def _on_probe_click(self, layer: Image, event) -> None:
         """A click on a photo layer while probing: the point in the layer's pixels (its last axes)."""
         if event.type == "mouse_press":
@@ -283,4 +343,5 @@ class StudioWidget(Container):
         loading = self.load_worker is not None
         self.load_button.enabled = not loading and self.render_panel.worker is None
         self.render_panel.update_buttons(loading)
+        self.grid_button.enabled = self.grid_worker is None and not loading
         self.attribution_panel.update_buttons(loading)
