@@ -11,11 +11,10 @@ import argparse
 from pathlib import Path
 
 import skimage.data
-from matplotlib.figure import Figure
 
 import studio
 from studio.accentuation import feature_distance
-from studio.io import fit, from_uint8, write_figure
+from studio.io import fit, from_uint8, write_panels
 from studio.models import resize_to_input
 from studio.objectives import IMAGE
 
@@ -41,12 +40,7 @@ def main() -> None:
                                        f"{found.pixel_distance:.3f} px RMS, {found.feature_distance:.2f} in {found.layer}"),
               (free.images[0], f"free render: {free.clean_values[0]:.1f}\n"
                                f"{free_pixels:.3f} px RMS, {free_features:.2f} in {found.layer}"))
-    figure = Figure(figsize=(7.8, 3.1), layout="constrained")
-    for axis, (image, title) in zip(figure.subplots(1, 3), panels):
-        axis.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-        axis.set_title(title, fontsize=8)
-        axis.set_axis_off()
-    write_figure(OUT, figure)
+    write_panels(OUT, [list(panels)], side=2.6)
     print(f"wrote {OUT}")
 
 

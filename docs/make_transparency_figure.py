@@ -11,10 +11,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 
 import studio
-from studio.io import preview, write_figure
+from studio.io import preview, write_panels
 
 OUT = Path(__file__).resolve().parent / "transparency.png"
 
@@ -32,18 +31,14 @@ def main() -> None:
     args = parser.parse_args()
     model = studio.load_model(device="cpu")
     targets = args.targets.split(";")
-    figure = Figure(figsize=(7.5, 2.6 * len(targets)), layout="constrained")
-    panels = figure.subplots(len(targets), 3, squeeze=False)
-    for row, target in zip(panels, targets):
+    rows = []
+    for target in targets:
         result = studio.render(model, target, steps=args.steps, progress=True)
         image, alpha = preview(result.images[0]), result.alpha[0]
         behind = checkerboard(image.shape[-1])
-        for axis, picture, title in ((row[0], image, f"{target}"), (row[1], alpha.expand(3, -1, -1), "alpha"),
-                                     (row[2], alpha * image + (1 - alpha) * behind, "render with its alpha")):
-            axis.imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
-            axis.set_title(title, fontsize=9)
-            axis.set_axis_off()
-    write_figure(OUT, figure)
+        rows.append([(image, target), (alpha.expand(3, -1, -1), "alpha"),
+                     (alpha * image + (1 - alpha) * behind, "render with its alpha")])
+    write_panels(OUT, rows)
     print(f"wrote {OUT}")
 
 

@@ -233,6 +233,23 @@ def write_figure(path: str | os.PathLike, figure) -> Path:
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
 
 
+def write_panels(path: str | os.PathLike, rows: list[list[tuple[torch.Tensor, str]]], side: float = 2.6) -> Path:
+    """Write a figure of pictures (``[C, H, W]`` in ``[0, 1]``, through :func:`preview`), each with its title, in
+    ``rows``; ``side`` inches a panel."""
+    from matplotlib.figure import Figure
+
+    columns = max(len(row) for row in rows)
+    figure = Figure(figsize=(side * columns, (side + 0.4) * len(rows)), layout="constrained")
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    for row, row_axes in zip(rows, axes):
+        for axis in row_axes:
+            axis.set_axis_off()
+        for axis, (picture, title) in zip(row_axes, row):
+            axis.imshow(preview(picture.cpu()).permute(1, 2, 0).clamp(0, 1).numpy())
+            axis.set_title(title, fontsize=8)
+    return write_figure(path, figure)
+
+
 def write_json(path: str | os.PathLike, data) -> Path:
     """Write JSON atomically."""
     def write(tmp):
