@@ -43,8 +43,9 @@ class Accentuation:
 
     @property
     def gain(self) -> float:
-        """How many times the photo's value the render reaches."""
-        return self.value / self.photo_value if self.photo_value else float("inf")
+        """How many times the photo's value the render reaches (NaN when the photo's value is not positive,
+        where a ratio says nothing)."""
+        return self.value / self.photo_value if self.photo_value > 0 else float("nan")
 
 
 def default_layer(model: StudioModel) -> str:

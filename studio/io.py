@@ -229,6 +229,8 @@ def write_figure(path: str | os.PathLike, figure) -> Path:
     """Write a matplotlib ``Figure`` atomically as PNG, through the Agg canvas (no GUI backend is touched)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    if Path(path).suffix.lower() != ".png":
+        raise StudioError(f"{str(path)!r}: figures are written as PNG; give a path ending in .png.")
     FigureCanvasAgg(figure)
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
 

@@ -8,6 +8,7 @@ A photo pixel maps to the layer's grid cell that covers it after the photo is re
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,8 +107,9 @@ def activation_grid(model: StudioModel, photo: torch.Tensor | str | os.PathLike,
 
 
 def grid_mosaic(grid: ActivationGrid) -> torch.Tensor:
-    """The grid's renders as one picture ``[C, rows * side, columns * side]``: each render at its cell's place
-    among the rendered cells (row-major, as :func:`activation_grid` orders them)."""
+    """The grid's renders as one picture: each render (``side`` pixels) at its cell's place among the rendered
+    cells (row-major, as :func:`activation_grid` orders them), standing for ``stride`` cells a side, the
+    picture cut where the layer's grid ends (``ceil(cells * side / stride)`` pixels a side)."""
     images = grid.result.images
     if len(grid.shape) != 2:
         raise StudioError("The activation-grid mosaic lays out 2D renders; a volume's grid has no flat layout.")
@@ -118,7 +120,9 @@ def grid_mosaic(grid: ActivationGrid) -> torch.Tensor:
     for image, (y, x) in zip(images, grid.cells.tolist()):
         top, left = rows.index(y) * side, columns.index(x) * side
         mosaic[:, top:top + side, left:left + side] = image
-    return mosaic
+    # the last row and column of renders stand for the cells left (fewer than stride): cut at the grid's edge
+    height, width = (math.ceil(cells * side / grid.stride) for cells in grid.shape)
+    return mosaic[:, :height, :width]
 
 
 def mosaic_scale(grid: ActivationGrid, photo_size: Sequence[int]) -> tuple[float, float]:

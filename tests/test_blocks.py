@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import studio
-from studio.building_blocks import ablate, blocks, random_control
+from studio.building_blocks import ablate, blocks, channel_attribution, random_control
 from studio.cli import main
 from studio.io import read_image, write_image
+from studio.models import resize_to_input
 from tests.conftest import hook_count
 from tests.test_perturbation import SPEC, QuadrantNet, blocks as block_image
 
@@ -44,9 +45,11 @@ def test_zeroing_the_top_channels_for_egyptian_cat_costs_far_more_than_random_ch
 def test_each_render_pushes_its_channel_the_way_that_raises_the_class(lite0, photos):
     result = blocks(lite0, photos["chelsea"], "blocks.5", "Egyptian cat", top=3, steps=32, size=64)
     assert result.renders.images.shape == (3, 3, 64, 64)
-    # the channels that help by being low are lowered (measured: 89, -10.8 on the photo, is third)
-    assert -1 in result.directions and all(d == (1 if g > 0 else -1) for d, g in
-                                           zip(result.directions, result.activations.tolist()))
+    # each render goes the way its summed gradient raises the class; channel 89 (third) helps by being low
+    reading = channel_attribution(lite0, resize_to_input(photos["chelsea"][None], lite0.spec), "blocks.5",
+                                  result.target)
+    assert result.directions == [1 if reading.gradients[c] >= 0 else -1 for c in result.channels]
+    assert result.directions[2] == -1 and result.activations[2] < 0
     # each render's objective is its channel's activation times its direction, far past the photo's
     assert all(value > 2 * d * mean for d, value, mean in
                zip(result.directions, result.renders.clean_values.tolist(), result.activations.tolist()))
@@ -78,3 +81,5 @@ def test_studio_blocks_writes_the_figure_with_dataset_examples(tmp_path, photos,
     assert figure.shape[1] > 300 and figure.shape[2] > 400
     assert main(["blocks", "efficientnet_lite0", str(folder / "chelsea.png"), "--layer", "classifier",
                  "--no-render", "--device", "cpu", "--out", str(out)]) == 2
+    assert main(["blocks", str(folder / "chelsea.png"), "--layer", "blocks.5", "--out", str(tmp_path / "b.jpg")]) == 2
+    assert "must end in .png" in capsys.readouterr().err  # before any model is loaded

@@ -97,6 +97,26 @@ def test_redraw_keeps_each_tensors_mean_and_spread_and_the_cascade_runs_output_f
                                         if any(True for _ in m.parameters(recurse=False)))
 
 
+class Rooted(torch.nn.Module):
+    """A model holding a parameter of its own (as a ViT holds its class token) besides a layer's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = torch.nn.Parameter(torch.randn(3))
+        self.head = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean((2, 3)) + self.token)
+
+
+def test_the_cascade_redraws_the_models_own_parameters_last_and_refuses_a_model_without_any():
+    model = studio.load_model(Rooted(), device="cpu", input=SPEC)
+    assert cascade(model, 4) == [["head"], [""]]
+    empty = studio.load_model(torch.nn.Flatten(), device="cpu", input=SPEC)
+    with pytest.raises(studio.StudioError, match="no parameters"):
+        cascade(empty, 4)
+
+
 def test_model_randomisation_scores_methods_that_read_the_weights_low(lite0, photos):
     """On chelsea, fully redrawn (measured Spearman: saliency 0.06, Grad-CAM 0.44, Grad-CAM++ 0.60 — Grad-CAM++'s
     closed-form weights keep only the sign of the class weights, so its map redraws the activations' layout)."""
@@ -164,6 +184,10 @@ def test_studio_evaluate_writes_the_report_and_resumes_a_killed_run(tmp_path, ph
     assert "resuming: 1 of 2" in capsys.readouterr().out
     with open(out / "metrics.csv", newline="") as handle:
         assert [row["method"] for row in csv.DictReader(handle)] == ["saliency", "gradcam"]
+    assert [json.loads(line).get("method") for line in (out / "rows.jsonl").read_text().splitlines()] == [
+        None, "saliency", "gradcam"]  # the cut-off line is gone: every line is whole
+    assert main(command) == 0  # a finished report: nothing recomputed, the report written again
+    assert "resuming: 2 of 2" in capsys.readouterr().out and (out / "curves.png").exists()
     assert main([*command, "--curve-steps", "8"]) == 2  # other settings: refused, not mixed in
     assert "other settings" in capsys.readouterr().err
     assert main([*command, "--samples", "8"]) == 2

@@ -56,7 +56,8 @@ def test_the_mosaic_puts_each_render_at_its_cell_and_spans_the_cells_it_stands_f
     result = RenderResult(images, torch.zeros(1, 6), torch.zeros(6), "", None, {}, 0.0)
     grid = ActivationGrid((7, 5), cells, [], result, stride=3)
     mosaic = grid_mosaic(grid)
-    assert mosaic.shape == (3, 12, 8)
-    assert mosaic[0, 0, 0] == 0 and mosaic[0, 0, 4] == pytest.approx(0.1) and mosaic[0, 11, 7] == pytest.approx(0.5)
+    # 7 rows of cells in tiles of 3: 3 tiles, the last standing for one row of cells, so cut to 7 * 4 / 3 px
+    assert mosaic.shape == (3, 10, 7)
+    assert mosaic[0, 0, 0] == 0 and mosaic[0, 0, 4] == pytest.approx(0.1) and mosaic[0, 9, 6] == pytest.approx(0.5)
     # a tile stands for 3 cells a side: 3/7 of the photo's rows and 3/5 of its columns
     assert mosaic_scale(grid, (700, 500)) == pytest.approx((3 * 700 / (7 * 4), 3 * 500 / (5 * 4)))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from studio.attribution.api import TargetSpec, explain, method_name, resolve_targets
 from studio.attribution.faithfulness import deletion_insertion, road
-from studio.attribution.localisation import TOLERANCE, pointing_game
+from studio.attribution.localisation import TOLERANCE, box_slices, pointing_game
 from studio.attribution.machinery import as_batch, attribution_mode
 from studio.attribution.randomisation import model_randomisation
 from studio.checks import check_number
@@ -41,8 +41,8 @@ DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam", "rise")
 @dataclass
 class Row:
     """One photo's map by one method: its scores (:data:`COLUMNS`), its curves (``deletion``, ``insertion``,
-    ``road_morf``, ``road_lerf``, ``randomisation``: the Spearman correlation per cascade stage), the target it
-    explains and the seconds the map took."""
+    ``road_morf``, ``road_lerf``, ``randomisation``: the Spearman correlation per cascade stage) and their x
+    axes (by metric), the target it explains and the seconds the map took."""
 
     image: str
     method: str
@@ -50,6 +50,7 @@ class Row:
     seconds: float
     values: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=dict)
+    axes: dict[str, list] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,7 +63,8 @@ class Row:
     def from_dict(cls, data: Mapping) -> Row:
         return cls(str(data["image"]), str(data["method"]), str(data["target"]), float(data["seconds"]),
                    {k: float(v) for k, v in data["values"].items()},
-                   {k: [float(x) for x in v] for k, v in data["curves"].items()})
+                   {k: [float(x) for x in v] for k, v in data["curves"].items()},
+                   {k: list(v) for k, v in data.get("axes", {}).items()})
 
 
 @dataclass
@@ -132,7 +134,9 @@ def evaluate(model: StudioModel, images: Sequence[torch.Tensor | str | os.PathLi
     methods = list(dict.fromkeys(method_name(m) for m in methods))
     if not methods:
         raise StudioError("Name at least one attribution method to evaluate.")
-    photos = list(images) if not isinstance(images, torch.Tensor) or images.dim() == model.spec.dims + 2 else [images]
+    single = isinstance(images, (str, os.PathLike)) or (isinstance(images, torch.Tensor)
+                                                         and images.dim() == model.spec.dims + 1)
+    photos = [images] if single else list(images)
     names = [str(n) for n in names] if names is not None else [
         os.fspath(p) if isinstance(p, (str, os.PathLike)) else f"image {i}" for i, p in enumerate(photos)]
     if len(names) != len(photos) or len(set(names)) != len(names):
@@ -146,11 +150,12 @@ def evaluate(model: StudioModel, images: Sequence[torch.Tensor | str | os.PathLi
     chosen = metric_names(metrics, model.spec.dims, boxes is not None)
     finished = {row.key: row for row in done}
     rows: list[Row] = []
-    axes: dict[str, list] = {}
     bar = tqdm(total=len(photos) * len(methods), desc="evaluate", unit="map", disable=not progress)
     try:
         for index, (photo, name, wanted) in enumerate(zip(photos, names, targets)):
             image, _ = as_batch(photo, model)
+            if boxes is not None:
+                box_slices(boxes[index], image.shape[2:])  # a bad box is one sentence before any work on it
             resolved = None
             for method in methods:
                 if (name, method) in finished:
@@ -162,22 +167,24 @@ def evaluate(model: StudioModel, images: Sequence[torch.Tensor | str | os.PathLi
                         resolved = resolve_targets(model, wanted, resize_to_input(image, model.spec), 1)
                 bar.set_postfix_str(f"{method} on {os.path.basename(name)}")
                 row = _score_one(model, image, name, method, resolved, chosen, options.get(method, {}),
-                                 None if boxes is None else boxes[index], axes, steps, stages, tolerance, seed)
+                                 None if boxes is None else boxes[index], steps, stages, tolerance, seed)
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
                 bar.update()
     finally:
         bar.close()
+    axes = {metric: axis for row in rows for metric, axis in row.axes.items()}
     return Evaluation(model.name, chosen, rows, axes)
 
 
 def _score_one(model: StudioModel, image: torch.Tensor, name: str, method: str, targets: list, metrics: list[str],
-               options: dict, box, axes: dict, steps: int, stages: int, tolerance: float, seed: int) -> Row:
-    """One photo's map by one method, scored by each metric; the curves' x axes go into ``axes``."""
+               options: dict, box, steps: int, stages: int, tolerance: float, seed: int) -> Row:
+    """One photo's map by one method, scored by each metric."""
     started = time.perf_counter()
     result = explain(model, image, targets, method, **options)
     row = Row(name, method, targets[0].description, time.perf_counter() - started)
+    axes = row.axes
     if {"deletion", "insertion"} & set(metrics):
         curves = deletion_insertion(model, image, result.maps, targets, steps=steps, seed=seed)
         axes["deletion"] = axes["insertion"] = curves.fractions.tolist()

@@ -22,6 +22,7 @@ import torch
 
 from studio.attribution.api import Attribution, TargetSpec, explain
 from studio.checks import check_number
+from studio.errors import StudioError
 from studio.models import StudioModel
 
 
@@ -42,11 +43,15 @@ class Randomisation:
 
 
 def cascade(model: StudioModel, stages: int) -> list[list[str]]:
-    """The modules holding parameters, output first, split into ``stages`` groups of near-equal size."""
+    """The modules holding parameters, output first, split into ``stages`` groups of near-equal size; the
+    model's own parameters (``""``), used at the input, come last."""
     order = list(model.output_shapes)  # forward order of every named module
     holders = [name for name in order if name and any(True for _ in model.module.get_submodule(name)
                                                       .parameters(recurse=False))]
-    holders = holders or ([""] if any(True for _ in model.module.parameters(recurse=False)) else [])
+    if any(True for _ in model.module.parameters(recurse=False)):  # a ViT's class token and position embedding
+        holders.insert(0, "")
+    if not holders:
+        raise StudioError(f"{model.name} has no parameters to randomise.")
     groups = np.array_split(np.array(holders[::-1], dtype=object), min(stages, len(holders)))
     return [list(group) for group in groups if len(group)]
 

@@ -35,7 +35,8 @@ def run(args) -> int:
     model, photo, rest = photo_and_model(args, ["a target"], "studio accentuate cat.jpg blocks.4:3 --out cat-accentuated.png")
     found = accentuate(model, photo, rest[1], layer=args.layer, weight=args.weight,
                        settings=settings, seed=args.seed, progress=True)
-    print(f"{rest[1]}: {found.photo_value:.4g} on the photo, {found.value:.4g} accentuated ({found.gain:.3g} times); "
+    gain = f"{found.gain:.3g} times" if found.photo_value > 0 else "the photo's value is not positive"
+    print(f"{rest[1]}: {found.photo_value:.4g} on the photo, {found.value:.4g} accentuated ({gain}); "
           f"distance to the photo: {found.pixel_distance:.3f} RMS in pixels, {found.feature_distance:.3f} in "
           f"{found.layer}'s features")
     print(f"wrote {write_image(args.out, found.result.images[0])}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from studio.building_blocks import blocks, blocks_figure, random_control
+from studio.checks import check_number
 from studio.commands.common import add_photo_arguments, add_weight_arguments, photo_and_model, render_settings_from_args
 from studio.exemplars import check_index, examples, index_info
 from studio.io import write_figure
@@ -39,9 +40,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     settings = render_settings_from_args(args)
+    check_number("--draws", args.draws, int, minimum=1, maximum=1000)
     if args.examples is not None:
         index_info(args.examples)  # not an index: one sentence before the model loads
-    model, photo, rest = photo_and_model(args, [], "studio blocks cat.jpg --layer blocks.5 --out blocks.png")
+    model, photo, rest = photo_and_model(args, [], "studio blocks cat.jpg --layer blocks.5 --out blocks.png",
+                                         suffixes=(".png",))
     if args.examples is not None:
         check_index(args.examples, model)
     result = blocks(model, photo, args.layer, args.target, top=args.top,

@@ -127,11 +127,13 @@ def add_photo_arguments(parser: argparse.ArgumentParser, seed: str, out: str) ->
     add_render_arguments(parser)
 
 
-def photo_and_model(args: argparse.Namespace, extra: Sequence[str], usage: str
+def photo_and_model(args: argparse.Namespace, extra: Sequence[str], usage: str,
+                    suffixes: Sequence[str] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
                     ) -> tuple[StudioModel, torch.Tensor, list[str]]:
     """For a command on one photo (``[MODEL] PHOTO``, then positionals named by ``extra``, such as ``("a
     target",)``; ``--out`` and ``--seed``): the checks before any work, then the model, the photo as it takes
-    it, and the positionals; a wrong count is one sentence ending in ``usage``."""
+    it, and the positionals; a wrong count, or an ``--out`` not ending in one of ``suffixes``, is one sentence.
+    """
     from studio.checks import check_seed, output_file
     from studio.io import read_input
 
@@ -140,6 +142,8 @@ def photo_and_model(args: argparse.Namespace, extra: Sequence[str], usage: str
         raise StudioError(f"Give {' and '.join(['a photo', *extra])} after the model, e.g. {usage} (got "
                           f"{len(rest)} arguments).")
     output_file(args.out)
+    if not args.out.lower().endswith(tuple(suffixes)):
+        raise StudioError(f"--out {args.out!r} must end in {', '.join(suffixes)}.")
     check_seed(args.seed, "--seed")
     model = model_from_args(args)
     try:

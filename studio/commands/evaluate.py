@@ -24,7 +24,7 @@ from studio.checks import output_folder
 from studio.commands.attribute import add_method_options, given_options, options_per_method
 from studio.commands.common import add_weight_arguments, model_from_args, split_model
 from studio.errors import StudioError
-from studio.io import read_input
+from studio.io import atomic_write, read_input
 from studio.models import MODEL_HELP
 
 #: The file in the report folder that keeps finished rows (its first line: the settings they belong to).
@@ -104,6 +104,9 @@ def resumed_rows(out: Path, settings: dict) -> list[Row]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             if number != len(lines):
                 raise StudioError(f"{str(path)!r} is damaged at line {number}; delete the folder to start over.") from None
+    # rewritten without a cut-off last line, so the rows appended next start on lines of their own
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(record) + "\n" for record in (
+        header, *(row.as_dict() for row in rows))), encoding="utf-8"))
     return rows
 
 

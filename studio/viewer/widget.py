@@ -268,6 +268,8 @@ class StudioWidget(Container):
                 self.attribute(layer)
         self.render_panel.finished.connect(explain_when_rendered)
         self.run()
+        if self.render_panel.worker is None and self.load_worker is None:  # the render did not start
+            self.render_panel.finished.disconnect(explain_when_rendered)
         return found
 
     def activation_grid(self, layer: Image | None = None) -> None:
@@ -276,6 +278,9 @@ class StudioWidget(Container):
         layer = layer if layer is not None else self.attribution_panel.source.value
         if self.busy or self.model is None or layer is None:
             self.show_message("Load a model, pick a photo as the image layer and wait for running jobs first.")
+            return
+        if self.model.spec.dims != 2:
+            self.show_message("The activation grid lays 2D renders over a photo; this model takes volumes.", error=True)
             return
         try:
             photo = images_from_layer(layer.data, layer.rgb, layer.contrast_limits, self.model.spec)[0]
@@ -314,19 +319,19 @@ class StudioWidget(Container):
 
     def _on_probe_click(self, layer: Image, event) -> None:
         """A click on a photo layer while probing: the point in the layer's pixels (its last axes)."""
-        if event.type == "mouse_press":
+        if event.type == "mouse_press" and shows_model_images(layer):
             dims = self.model.spec.dims if self.model is not None else 2
-            self.probe_at(layer, tuple(layer.world_to_data(event.position))[-dims:])
+            # napari centres pixel i at i; grid_cell reads pixel i as [i, i + 1)
+            self.probe_at(layer, tuple(float(v) + 0.5 for v in layer.world_to_data(event.position)[-dims:]))
 
     def _update_probe_callbacks(self, *_) -> None:
         """Photo and render layers take clicks while the probe box is ticked, and only then."""
         for layer in self.viewer.layers:
-            if not shows_model_images(layer):
-                continue
-            hooked = self._on_probe_click in layer.mouse_drag_callbacks
-            if self.probe.value and not hooked:
+            wanted = self.probe.value and shows_model_images(layer)
+            hooked = self._on_probe_click in getattr(layer, "mouse_drag_callbacks", [])
+            if wanted and not hooked:
                 layer.mouse_drag_callbacks.append(self._on_probe_click)
-            elif not self.probe.value and hooked:
+            elif hooked and not wanted:
                 layer.mouse_drag_callbacks.remove(self._on_probe_click)
 
     # ---------------------------------------------------------------- common
