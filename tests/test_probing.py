@@ -37,7 +37,7 @@ def test_the_probed_neuron_is_the_most_active_channel_under_the_point(lite0, pho
 
 
 def test_each_cell_of_the_activation_grid_drives_its_own_neuron_hardest(lite0, photos):
-    grid = activation_grid(lite0, photos["chelsea"], "blocks.5", stride=6, steps=40, size=64)
+    grid = activation_grid(lite0, photos["chelsea"], "blocks.5", stride=6, steps=24, size=64)
     assert grid.shape == (7, 7) and grid.cells.tolist() == [[0, 0], [0, 6], [6, 0], [6, 6]]
     assert grid.result.images.shape == (4, 3, 64, 64)
     key = "blocks.5"
@@ -47,7 +47,7 @@ def test_each_cell_of_the_activation_grid_drives_its_own_neuron_hardest(lite0, p
     own = reading.diagonal()
     others = (reading - torch.diag(torch.full((4,), float("inf")))).amax(0)
     print("own", own.round(decimals=1).tolist(), "best other", others.round(decimals=1).tolist())
-    assert (own > 2 * others.clamp_min(0)).all()  # measured: own 40-74, the best other render 3-12
+    assert (own > 2 * others.clamp_min(0)).all()  # measured: own 27-66, the best other render 2-13
 
 
 def test_the_mosaic_puts_each_render_at_its_cell_and_spans_the_cells_it_stands_for():

@@ -21,11 +21,12 @@ def _occluded(model, result, which: str) -> float:
     return evaluate(model, resize_to_input(image[None], model.spec), result.targets)[0].item()
 
 
-@pytest.mark.parametrize("target, ratio", [("blocks.4:3@3,3", 5.0), ("blocks.3:10", 1.03)])
+@pytest.mark.parametrize("target, ratio", [("blocks.4:3@3,3", 5.0)])
 def test_occluding_high_alpha_pixels_costs_the_unit_more_than_low_alpha_ones(lite0, target, ratio):
     """Measured here (96 steps, 96 px): the neuron at 3,3 falls from 55.0 to 4.1 with its high-alpha quarter
-    grey and stays at 55.0 with its low-alpha quarter grey (outside its receptive field); the whole channel
-    blocks.3:10, spread over the image and so is its alpha, falls from 40.9 to 27.6 against 28.9."""
+    grey and stays at 55.0 with its low-alpha quarter grey (outside its receptive field). A whole channel is
+    spread over the image and so is its alpha: blocks.3:10 falls from 40.9 to 27.6 against 28.9 (measured the
+    same way, with ratio 1.03; left out of the suite for time)."""
     result = studio.render(lite0, target, steps=96, size=96)
     alpha = result.alpha
     assert alpha.shape == (1, 96, 96) and alpha.min() >= 0 and alpha.max() == 1

@@ -183,7 +183,7 @@ def test_clicking_a_photo_renders_the_neuron_under_the_point_and_explains_it(stu
     photo = to_uint8(photos["chelsea"])
     layer = viewer.add_image(photo, rgb=True, name="chelsea")
     widget.render_panel.layer.value = "blocks.5"
-    widget.fill(steps=8, size=48, method="gradcam")
+    widget.fill(steps=4, size=32, method="gradcam")
     assert widget._on_probe_click not in layer.mouse_drag_callbacks  # only while the box is ticked
     widget.probe.value = True
     assert widget._on_probe_click in layer.mouse_drag_callbacks
