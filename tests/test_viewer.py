@@ -206,19 +206,19 @@ def test_clicking_a_photo_renders_the_neuron_under_the_point_and_explains_it(stu
     widget.probe.value = False
     assert widget._on_probe_click not in layer.mouse_drag_callbacks
 
-    widget.grid_stride.value = 3  # the activation grid: 3 x 3 of blocks.5's 7 x 7 cells, laid over the photo
+    widget.grid_stride.value = 6  # the activation grid: 2 x 2 of blocks.5's 7 x 7 cells, laid over the photo
     widget.fill(steps=2, size=16)
     before = len(viewer.layers)
     widget.activation_grid(layer)
     qtbot.waitUntil(lambda: widget.grid_worker is None, timeout=120_000)
     grid = viewer.layers[-1]
     assert len(viewer.layers) == before + 1 and grid.name == "chelsea · activation grid · blocks.5"
-    assert grid.data.shape == (38, 38, 3) and len(grid.metadata["studio_activation_grid"]) == 9  # cut at 7 cells
-    # the first render covers cells 0-2 of 7 from the photo's top-left corner: rows 0-128.6, columns 0-193.3
+    assert grid.data.shape == (19, 19, 3) and len(grid.metadata["studio_activation_grid"]) == 4  # cut at 7 cells
+    # the first render covers cells 0-5 of 7 from the photo's top-left corner: rows 0-257.1, columns 0-386.6
     top, left = (grid.translate - grid.scale / 2)[-2:]
     np.testing.assert_allclose((top, left), (-0.5, -0.5), atol=1e-6)
-    np.testing.assert_allclose(grid.scale[-2:] * 16, (3 * 300 / 7, 3 * 451 / 7), rtol=1e-6)
-    np.testing.assert_allclose(grid.scale[-2:] * 38, (300, 451), rtol=0.03)  # it ends where the photo does
+    np.testing.assert_allclose(grid.scale[-2:] * 16, (6 * 300 / 7, 6 * 451 / 7), rtol=1e-6)
+    np.testing.assert_allclose(grid.scale[-2:] * 19, (300, 451), rtol=0.03)  # it ends where the photo does
     assert hook_count(lite0.module) == 0
 
 
