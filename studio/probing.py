@@ -75,16 +75,21 @@ def grid_cell(point: Sequence[float], image_size: Sequence[int], grid: Sequence[
     return tuple(min(n - 1, int(p / size * n)) for p, size, n in zip(point, image_size, grid))
 
 
+def _neuron(model: StudioModel, key: str, activation: torch.Tensor, cell: tuple[int, ...],
+            channel: int | None) -> Target:
+    """The neuron of layer ``key`` at ``cell``: channel ``channel``, or the one most active there in
+    ``activation`` ``[C, *grid]``."""
+    chosen = int(activation[(slice(None), *cell)].argmax()) if channel is None else channel
+    return parse_target(f"{layer_info(model, key).name}:{chosen}{position_text(cell)}", model)
+
+
 def probe(model: StudioModel, photo: torch.Tensor | str | os.PathLike, layer: str, point: Sequence[float],
           channel: int | None = None) -> Probe:
     """The neuron of ``layer`` under ``point`` (row, column in the photo's pixels) of ``photo``: at the grid
     cell covering it, channel ``channel``, or the channel most active there on the photo."""
     images, activation, key = _photo_activation(model, photo, layer)
     cell = grid_cell(point, images.shape[2:], activation.shape[1:])
-    values = activation[(slice(None), *cell)].cpu()
-    chosen = int(values.argmax()) if channel is None else channel
-    name = layer_info(model, key).name
-    return Probe(parse_target(f"{name}:{chosen}{position_text(cell)}", model), cell, values)
+    return Probe(_neuron(model, key, activation, cell, channel), cell, activation[(slice(None), *cell)].cpu())
 
 
 def activation_grid(model: StudioModel, photo: torch.Tensor | str | os.PathLike, layer: str, *,
@@ -98,11 +103,7 @@ def activation_grid(model: StudioModel, photo: torch.Tensor | str | os.PathLike,
     grid = tuple(activation.shape[1:])
     axes = [torch.arange(0, n, stride) for n in grid]
     cells = torch.cartesian_prod(*axes).view(-1, len(grid))
-    name = layer_info(model, key).name
-    targets = []
-    for cell in cells.tolist():
-        chosen = int(activation[(slice(None), *cell)].argmax()) if channel is None else channel
-        targets.append(parse_target(f"{name}:{chosen}{position_text(tuple(cell))}", model))
+    targets = [_neuron(model, key, activation, tuple(cell), channel) for cell in cells.tolist()]
     return ActivationGrid(grid, cells, targets, render(model, targets, settings, **options), stride)
 
 

@@ -28,7 +28,7 @@ from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.examples_panel import ExamplesPanel
 from studio.viewer.render_panel import RenderPanel
 from studio.viewer.layers import image_shape, shows_model_images
-from studio.viewer.streaming import ERROR_COLOUR, GRID_KEY, WorkerError, error_message, images_from_layer
+from studio.viewer.streaming import ERROR_COLOUR, GRID_KEY, WorkerError, error_message
 
 # Note: torch's optimisers import torch._dynamo, and with it Triton, on first use. Triton loaded after Mesa's
 # software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
@@ -253,7 +253,7 @@ class StudioWidget(Container):
             self.show_message("Load a model and wait for running jobs to finish before probing.")
             return None
         try:
-            photo = images_from_layer(layer.data, layer.rgb, layer.contrast_limits, self.model.spec)[0]
+            photo = self.attribution_panel.images(layer)[0]
             with self._lock:
                 found = probe(self.model, photo.to(self.model.device), self.render_panel.layer.value, point)
         except StudioError as error:
@@ -283,7 +283,7 @@ class StudioWidget(Container):
             self.show_message("The activation grid lays 2D renders over a photo; this model takes volumes.", error=True)
             return
         try:
-            photo = images_from_layer(layer.data, layer.rgb, layer.contrast_limits, self.model.spec)[0]
+            photo = self.attribution_panel.images(layer)[0]
             settings = self.render_panel.request().settings
         except StudioError as error:
             self.show_message(str(error), error=True)
