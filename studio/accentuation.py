@@ -18,14 +18,14 @@ import torch
 from studio.attribution.api import TargetSpec
 from studio.attribution.machinery import as_batch, attribution_mode
 from studio.checks import check_number
-from studio.engine import RenderResult, objective_for, render
+from studio.engine import RenderResult, objective_for, render, unit_values
 from studio.errors import StudioError
 from studio.hooks import forward_to
 from studio.io import fit
 from studio.models import StudioModel, resize_to_input
 from studio.objectives import IMAGE, Objective
 from studio.settings import RenderSettings
-from studio.targets import activations, layer_info, layer_key, module_of
+from studio.targets import Target, layer_info, layer_key, module_of
 
 
 @dataclass
@@ -74,16 +74,22 @@ def feature_distance(model: StudioModel, layer: str, photo: torch.Tensor) -> Obj
     return Objective(value, f"feature_distance({layer})")
 
 
-def accentuate(model: StudioModel, photo: torch.Tensor | str | os.PathLike, target: TargetSpec, *,
-               layer: str | None = None, weight: float = 50.0, settings: RenderSettings | None = None,
-               seed: int = 0, progress: bool = False, **options) -> Accentuation:
-    """Accentuate ``target`` (one unit, as :func:`studio.render` takes it) in ``photo`` (``[C, H, W]`` in ``[0, 1]``
-    or a file; cropped to the render's square ``size``): the render starts from the photo and maximises
-    ``target - weight * feature_distance(layer)`` (:func:`feature_distance`; ``layer`` default
-    :func:`default_layer`). ``settings`` and ``options`` are :func:`studio.render`'s (``steps=``, ``lr=``...),
-    ``seed`` that of the transforms.
-    The default weight keeps chelsea a recognisable cat while blocks.4:3 reaches 56 times its value on the
-    photo (128 steps, 128 px; weight 10: 98 times, the cat half gone)."""
+@dataclass
+class AccentuationPlan:
+    """What an accentuation renders: the objective (the unit minus the weighted penalty), the photo cropped to
+    the render's square size ``[C, S, S]`` on the model's device as its start, the unit and the penalty."""
+
+    objective: Objective
+    start: torch.Tensor
+    target: Target
+    penalty: Objective
+    layer: str
+
+
+def plan_accentuation(model: StudioModel, photo: torch.Tensor | str | os.PathLike, target: TargetSpec, *,
+                      size: int, layer: str | None = None, weight: float = 50.0) -> AccentuationPlan:
+    """The objective ``target - weight * feature_distance(layer)`` (:func:`feature_distance`; ``layer`` default
+    :func:`default_layer`) and its start, ``photo`` (``[C, H, W]`` in ``[0, 1]`` or a file) cropped to ``size``."""
     check_number("weight", weight, minimum=0, maximum=1e6)
     images, _ = as_batch(photo, model)
     if len(images) != 1 or model.spec.dims != 2:
@@ -94,16 +100,30 @@ def accentuate(model: StudioModel, photo: torch.Tensor | str | os.PathLike, targ
     layer = layer or default_layer(model)
     if not layer_info(model, layer_key(model, layer)).spatial:
         raise StudioError(f"The accentuation layer {layer!r} has no spatial map; pick an early convolutional layer.")
-    settings = (settings or RenderSettings()).updated(options)
-    start = fit(images[0].cpu(), (settings.size, settings.size)).to(model.device)
+    start = fit(images[0].cpu(), (size, size)).to(model.device)
     penalty = feature_distance(model, layer, resize_to_input(start[None], model.spec))
-    objective = unit - weight * penalty if weight else unit
-    result = render(model, objective, settings, init=start, batch=1, seed=seed, progress=progress)
+    return AccentuationPlan(unit - weight * penalty if weight else unit, start, targets[0], penalty, layer)
+
+
+def measure_accentuation(model: StudioModel, plan: AccentuationPlan, result: RenderResult) -> Accentuation:
+    """The numbers of a finished accentuation: the unit on the photo and on the render, and their distances."""
+    photo_value, value = unit_values(model, [plan.target] * 2, torch.stack([plan.start.cpu(), result.images[0]])).tolist()
     with attribution_mode(model.module), torch.no_grad():
-        key = targets[0].key
-        values = [targets[0](activations(model, model.spec.normalise(resize_to_input(x[None].to(model.device),
-                                                                                      model.spec)), [key])[key])
-                  for x in (start, result.images[0])]
-        distance = penalty({IMAGE: result.images.to(model.device)})
-    pixels = (result.images[0].to(start.device) - start).pow(2).mean().sqrt()
-    return Accentuation(result, layer, float(values[0]), float(values[1]), float(pixels), float(distance[0]))
+        distance = plan.penalty({IMAGE: result.images.to(model.device)})
+    pixels = (result.images[0].to(plan.start.device) - plan.start).pow(2).mean().sqrt()
+    return Accentuation(result, plan.layer, photo_value, value, float(pixels), float(distance[0]))
+
+
+def accentuate(model: StudioModel, photo: torch.Tensor | str | os.PathLike, target: TargetSpec, *,
+               layer: str | None = None, weight: float = 50.0, settings: RenderSettings | None = None,
+               seed: int = 0, progress: bool = False, **options) -> Accentuation:
+    """Accentuate ``target`` (one unit, as :func:`studio.render` takes it) in ``photo`` (``[C, H, W]`` in ``[0, 1]``
+    or a file; cropped to the render's square side, the canvas when there is one): the render starts from the
+    photo and maximises ``target - weight * feature_distance(layer)`` (:func:`plan_accentuation`). ``settings`` and ``options`` are
+    :func:`studio.render`'s (``steps=``, ``lr=``...), ``seed`` that of the transforms.
+    The default weight keeps chelsea a recognisable cat while blocks.4:3 reaches 56 times its value on the
+    photo (128 steps, 128 px; weight 10: 98 times, the cat half gone)."""
+    settings = (settings or RenderSettings()).updated(options)
+    plan = plan_accentuation(model, photo, target, size=settings.side, layer=layer, weight=weight)
+    result = render(model, plan.objective, settings, init=plan.start, batch=1, seed=seed, progress=progress)
+    return measure_accentuation(model, plan, result)

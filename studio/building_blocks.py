@@ -104,12 +104,12 @@ def blocks(model: StudioModel, photo: torch.Tensor | str | os.PathLike, layer: s
                             reading.means[order].cpu(), maps.cpu(), reading.score,
                             [1 if g >= 0 else -1 for g in reading.gradients[order].tolist()])
     if render_channels:
-        result.renders = render(model, _signed_units(key, result.channels, result.directions), settings,
+        result.renders = render(model, signed_units(key, result.channels, result.directions), settings,
                                 batch=top, **options)
     return result
 
 
-def _signed_units(key: str, channels: list[int], directions: list[int]) -> Objective:
+def signed_units(key: str, channels: list[int], directions: list[int]) -> Objective:
     """Image ``i`` raises channel ``channels[i]`` when ``directions[i]`` is 1 and lowers it when -1."""
     parts = []
     for sign in (1, -1):

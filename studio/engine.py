@@ -295,6 +295,16 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
                    {k: v.cpu() for k, v in clean_terms.items()}, done=True, result=result)
 
 
+def unit_values(model: StudioModel, targets: Sequence[Target], images: torch.Tensor) -> torch.Tensor:
+    """Each target's value ``[B]`` on its image of ``images`` ``[B, C, *size]``, seen untransformed at the model's
+    input size: a render's clean value for a unit, also when it was rendered through an objective of its own
+    (an accentuation, a unit pushed down)."""
+    with frozen(model.module), torch.no_grad():
+        inputs = model.spec.normalise(resize_to_input(images.to(model.device), model.spec))
+        acts = activations(model, inputs, [target.key for target in targets])
+        return torch.stack([target(acts[target.key][i:i + 1])[0] for i, target in enumerate(targets)]).float().cpu()
+
+
 def render(model: StudioModel | str, objective: Objective | TargetSpec | Sequence[TargetSpec],
            settings: RenderSettings | None = None, *, progress: bool = False, **options) -> RenderResult:
     """Run :func:`optimize` to the end and return its ``RenderResult`` (``progress`` shows a bar)."""

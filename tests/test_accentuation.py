@@ -54,6 +54,12 @@ def test_bad_accentuations_are_one_sentence(lite0, photos):
         studio.accentuate(lite0, photos["chelsea"], "blocks.4:3", param="cppn", steps=2)
 
 
+def test_a_canvas_accentuation_starts_from_the_photo_at_canvas_size(lite0, photos):
+    found = studio.accentuate(lite0, photos["chelsea"], "blocks.4:3", steps=1, size=32, canvas=64, crops=2, lr=1e-9)
+    assert found.result.images.shape == (1, 3, 64, 64)
+    assert found.pixel_distance < 0.01 and found.feature_distance < 1e-3  # one tiny step: still the photo
+
+
 def test_studio_accentuate_writes_the_image_and_its_numbers(tmp_path, photos, capsys):
     photo = tmp_path / "chelsea.png"
     write_image(photo, photos["chelsea"])

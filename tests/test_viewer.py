@@ -913,6 +913,7 @@ def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, s
                           cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr[-3000:]
     shot = iio.imread(out)[..., :3].astype(np.float32)
+    assert shot.shape[:2] == (700, 1000)  # the dock scrolls: the window keeps the size asked for
     record = json.loads(out.with_suffix(".json").read_text())
     render, examples = record["layers"]["3:5"]["box"], record["layers"]["examples · 3:5"]["box"]
     maps = record["layers"]["maps · 3:5"]["box"]
@@ -923,6 +924,75 @@ def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, s
         region = shot[y0 + 2:y1 - 2, x0 + 2:x1 - 2]
         assert (np.abs(region - background).max(-1) > 30).mean() > 0.3 and region.std() > 10
     assert len(record["dataset"]) == 1 and "x dataset max" in record["dataset"][0] and "path" in record["dataset"][0]
+
+
+@gui
+@needs_display
+def test_building_blocks_rank_the_channels_and_a_picked_one_shows_its_map_render_and_examples(
+        open_studio_widget, qtbot, mono2d, stripe_index, tmp_path):
+    from studio.building_blocks import signed_units
+    from tests.synthetic import stripes
+
+    viewer, widget = open_studio_widget(mono2d)
+    widget.examples_panel.set_index(str(stripe_index))
+    image = stripes(1, size=40, generator=torch.Generator().manual_seed(3))[0][0]
+    photo = viewer.add_image(image[0].numpy(), name="stripes", colormap="gray")
+    widget.render_panel.layer.value = "3"
+    widget.fill(steps=4, size=24)
+    panel, renders = widget.blocks_panel, widget.render_panel
+    panel.class_name.value, panel.top.value = "1", 3
+    with qtbot.waitSignal(renders.finished, timeout=120_000):  # ranked, then the first channel rendered
+        panel.start(photo)
+    expected = studio.blocks(mono2d, image, "3", "1", top=3, render_channels=False)
+    assert [choice[1] for choice in panel.channel._default_choices()] == [0, 1, 2]
+    assert panel.channel.choices and panel.result.channels == expected.channels
+    assert "zeroing these 3" in panel.summary.value and "3 random channels" in panel.summary.value
+    for rank in (0, 1):
+        if rank:
+            with qtbot.waitSignal(renders.finished, timeout=120_000):
+                panel.channel.value = rank  # picking a channel: its map and its render
+        unit, direction = expected.units[rank], expected.directions[rank]
+        heat = viewer.layers[f"stripes · building block {unit}"]
+        np.testing.assert_allclose(heat.data, expected.maps[rank].numpy(), atol=1e-5)
+        assert heat.data.shape == photo.data.shape
+        render = renders.image_layer
+        assert render.name == (unit if direction > 0 else f"{unit} (lowered)")
+        engine = studio.render(mono2d, signed_units("3", [expected.channels[rank]], [direction]), steps=4, size=24)
+        np.testing.assert_array_equal(render.data, engine.images[0, 0].numpy())
+        wait_for_examples(qtbot, widget)
+        assert f"examples · {unit}" in viewer.layers  # the examples panel follows the render
+    viewer.window.show()
+    qtbot.wait(200)
+    picture = viewer.screenshot(canvas_only=True, flash=False)
+    studio.write_image(tmp_path / "blocks.png", picture[..., :3])
+    assert picture[..., :3].std() > 10
+    assert hook_count(mono2d.module) == 0
+
+
+@gui
+@needs_display
+def test_accentuation_in_the_viewer_is_the_python_accentuation_and_says_its_numbers(open_studio_widget, qtbot,
+                                                                                   mono2d):
+    from tests.synthetic import stripes
+
+    viewer, widget = open_studio_widget(mono2d)
+    image = stripes(1, size=32, generator=torch.Generator().manual_seed(1))[0][0]
+    photo = viewer.add_image(image[0].numpy(), name="stripes", colormap="gray")
+    widget.attribution_panel.source.value = photo
+    widget.fill("3:5", steps=8, size=24)
+    widget.accent_weight.value = 5.0
+    with qtbot.waitSignal(widget.render_panel.finished, timeout=120_000):
+        widget.accentuate()
+    expected = studio.accentuate(mono2d, image, "3:5", weight=5.0, steps=8, size=24)
+    render = widget.render_panel.image_layer
+    assert render.name == "3:5 · accentuated in stripes"
+    np.testing.assert_array_equal(render.data, expected.result.images[0, 0].numpy())
+    assert f"x{expected.gain:.3g}" in widget.message.value and f"{expected.pixel_distance:.3g} in pixels" \
+        in widget.message.value
+    widget.fill(count=2)
+    widget.accentuate()
+    assert "one unit at a time" in widget.message.value and widget.render_panel.worker is None
+    assert hook_count(mono2d.module) == 0
 
 
 # ---------------------------------------------------------------- concept dictionaries among the layers

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, PushButton
 from napari.layers import Image
@@ -148,9 +149,18 @@ class AttributionPanel(Container):
         self.finished.emit()
 
     def _add_heatmap(self, source: Image, heat: Heatmap) -> None:
-        data = overlay(heat.maps, source.data.shape[:-1] if source.rgb else source.data.shape)
         channels = source.metadata.get(CHANNELS_KEY)
         name = f"{channels.name if channels is not None else source.name} · {heat.method} · {heat.target_label}"
+        layer, (low, high) = self.show_map(source, heat.maps, name, {
+            "method": heat.method, "target": heat.target_label,
+            "deletion_auc": heat.deletion_auc.tolist(), "insertion_auc": heat.insertion_auc.tolist()})
+        self.message.emit(f"added {name} (values {low:.3g} to {high:.3g}) · {heat.faithfulness()}", False)
+        self.added.emit(layer)
+
+    def show_map(self, source: Image, maps: np.ndarray, name: str, metadata: dict) -> tuple[Image, tuple[float, float]]:
+        """Show ``maps`` ``[B, *size]`` over ``source`` as the heat-map layer ``name`` (updated in place when it
+        exists; the panel's colormap, or a diverging one for signed values); the layer and the maps' range."""
+        data = overlay(maps, source.data.shape[:-1] if source.rgb else source.data.shape)
         low, high = float(data.min()), float(data.max())
         colormap = self.colormap.value
         if low < 0:
@@ -158,8 +168,7 @@ class AttributionPanel(Container):
             limits, colormap = (-bound, bound), SIGNED_COLORMAP
         else:
             limits = (low, high if high > low else low + 1e-12)
-        metadata = {HEATMAP_KEY: True, "source": source.name, "method": heat.method, "target": heat.target_label,
-                    "deletion_auc": heat.deletion_auc.tolist(), "insertion_auc": heat.insertion_auc.tolist()}
+        metadata = {HEATMAP_KEY: True, "source": source.name, **metadata}
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = data
@@ -170,5 +179,4 @@ class AttributionPanel(Container):
                                           opacity=self.opacity.value, contrast_limits=limits, scale=source.scale,
                                           translate=source.translate, rotate=source.rotate, shear=source.shear,
                                           affine=source.affine, metadata=metadata)
-        self.message.emit(f"added {name} (values {low:.3g} to {high:.3g}) · {heat.faithfulness()}", False)
-        self.added.emit(layer)
+        return layer, (low, high)

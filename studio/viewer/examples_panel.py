@@ -20,6 +20,7 @@ from napari.qt.threading import create_worker
 from psygnal import Signal
 from qtpy.QtWidgets import QFileDialog
 
+from studio.engine import unit_values
 from studio.errors import StudioError
 from studio.exemplars import IndexInfo, check_index
 from studio.targets import Target
@@ -194,13 +195,19 @@ class ExamplesPanel(Container):
             self.render_panel.status.value = f"{base}<br>{escape(self._none_because)}"
             return
         result, model = frame.result, self.render_panel.model
-        try:
-            numbers = dataset_numbers(self._info.path, result.targets, result.clean_values.tolist(), model)
+        targets = self.render_panel.current_targets()
+        try:  # a render of an objective of its own (an accentuation) is judged by its unit's value
+            if result.targets is not None:
+                values = result.clean_values.tolist()
+            else:
+                with self._lock:
+                    values = unit_values(model, targets, result.images).tolist()
+            numbers = dataset_numbers(self._info.path, targets, values, model)
         except StudioError as error:
             self.message.emit(str(error), True)
             return
         self._show_numbers(self._render, base, numbers)
-        worker = create_worker(check_paths, model, self._info.path, numbers, result.targets, result.images,
+        worker = create_worker(check_paths, model, self._info.path, numbers, targets, result.images,
                                self._lock, _ignore_errors=True, _progress={"desc": "Checking the render's path"})
         worker.returned.connect(partial(self._show_numbers, self._render, base))
         self._start(worker)

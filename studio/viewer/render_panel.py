@@ -30,8 +30,8 @@ from studio.targets import OUTPUT, LayerInfo, Target, display_layer, layer_info,
 from studio.viewer.fields import complete_classes, set_value, setting_widget
 from studio.viewer.layers import (GAP, add_image_layers, find_image_layers, image_shape, place, show_boxes,
                                   shows_model_images, update_image_layers)
-from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, Frame, RenderRequest,
-                                     error_message, full_name, render_label, stream, with_alpha)
+from studio.viewer.streaming import (DEFAULT_LAYER, KINDS, TARGETS_KEY, VIEWER_FIELDS, CustomRender, Frame,
+                                     RenderRequest, error_message, full_name, render_label, stream, with_alpha)
 
 #: Seconds between status-text and progress-bar refreshes for steps that bring no image.
 STATUS_INTERVAL = 0.25
@@ -274,19 +274,22 @@ class RenderPanel(Container):
 
     # ------------------------------------------------------------------ render
 
-    def start(self) -> None:
-        """Start a render of the fields with the panel's model (errors in the fields go to ``message``)."""
+    def start(self, custom: CustomRender | None = None) -> None:
+        """Start a render of the fields with the panel's model, or of ``custom`` with the fields' settings (errors
+        in the fields go to ``message``)."""
         try:
             request = self.request()
-            targets = request.targets(self.model)
+            targets = [custom.target] if custom is not None else request.targets(self.model)
         except StudioError as error:
             self.message.emit(str(error), True)
             return
-        self._targets, self._name, self.last_frame = targets, render_label(targets), None
+        self._targets, self.last_frame = targets, None
+        self._name = custom.label if custom is not None else render_label(targets)
         self._about = _concept_status(targets[0])
         self._stop = threading.Event()
-        frames = stream(self.model, targets, request.settings, seed=request.seed, every=request.every,
-                        lock=self._lock, stop=self._stop)
+        frames = stream(self.model, custom.objective if custom is not None else targets, request.settings,
+                        seed=request.seed, every=request.every, lock=self._lock, stop=self._stop,
+                        init=custom.init if custom is not None else None)
         # Our own napari progress bar, advanced at most a few times a second: with software OpenGL every
         # repaint of the window costs a full composite, and a per-step bar slowed renders several-fold.
         self.progress_bar = progress(total=request.settings.steps, desc=f"Rendering {self._name}")

@@ -33,6 +33,7 @@ from studio.exemplars.maps import example_maps, has_positions, map_picture
 from studio.exemplars.scores import channel_of, compare_with_dataset, path_check
 from studio.io import fit, image_grid, is_rgb_image
 from studio.models import InputSpec, StudioModel
+from studio.objectives import Objective
 from studio.settings import RenderSettings, SettingField
 from studio.targets import Target, parse_target, parse_targets, position_text, prefix_text
 
@@ -215,9 +216,23 @@ class ChannelSet:
     images: np.ndarray
 
 
-def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettings | None = None, *, seed: int = 0,
-           every: int = 4, lock: threading.Lock | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
-    """Run :func:`studio.optimize` and yield a :class:`Frame` after every step; return the last frame.
+@dataclass
+class CustomRender:
+    """A render the panel's fields do not describe (an accentuation, a building block pushed down): its
+    ``objective`` (one image), the unit it shows (for attributions and dataset examples), the layer's name and
+    the image it starts from (``[C, *size]``, None: the parameterisation's own start)."""
+
+    objective: Objective
+    target: Target
+    label: str
+    init: torch.Tensor | None = None
+
+
+def stream(model: StudioModel, targets: Sequence[Target] | Objective, settings: RenderSettings | None = None, *,
+           seed: int = 0, every: int = 4, lock: threading.Lock | None = None, stop: threading.Event | None = None,
+           init: torch.Tensor | None = None) -> Iterator[Frame]:
+    """Run :func:`studio.optimize` on ``targets`` (one image each, or an ``Objective`` for one image, started
+    from ``init`` when given) and yield a :class:`Frame` after every step; return the last frame.
 
     One yield per step keeps cancellation responsive: ``stop`` (or the worker's ``quit``) takes effect
     within a step. Images travel only every ``every`` steps, at the end and when stopped. ``lock`` is
@@ -226,7 +241,8 @@ def stream(model: StudioModel, targets: Sequence[Target], settings: RenderSettin
     """
     guard = lock if lock is not None else nullcontext()
     every = max(1, int(every))
-    engine = optimize(model, list(targets), settings, seed=seed, snapshot_every=1)
+    objective = targets if isinstance(targets, Objective) else list(targets)
+    engine = optimize(model, objective, settings, seed=seed, snapshot_every=1, init=init)
     start = time.perf_counter()
     last = latest = None
     try:

@@ -13,22 +13,24 @@ from functools import partial
 
 import torch
 import torch._dynamo  # noqa: F401  before napari's OpenGL: see the note below
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from psygnal import Signal
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtWidgets import QFileDialog, QScrollArea
 
+from studio.accentuation import AccentuationPlan, measure_accentuation, plan_accentuation
 from studio.errors import StudioError
 from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, runs_code, untrusted_code
 from studio.probing import ActivationGrid, Probe, activation_grid, grid_mosaic, mosaic_scale, probe
 from studio.viewer.attribution_panel import AttributionPanel
+from studio.viewer.blocks_panel import BlocksPanel
 from studio.viewer.examples_panel import ExamplesPanel
 from studio.viewer.render_panel import RenderPanel
 from studio.viewer.layers import image_shape, shows_model_images
-from studio.viewer.streaming import ERROR_COLOUR, GRID_KEY, WorkerError, error_message
+from studio.viewer.streaming import ERROR_COLOUR, GRID_KEY, CustomRender, Frame, WorkerError, error_message
 
 # Note: torch's optimisers import torch._dynamo, and with it Triton, on first use. Triton loaded after Mesa's
 # software OpenGL (llvmpipe: Xvfb, headless machines) crashes the process, so it is loaded with this module,
@@ -58,6 +60,29 @@ def _grid_job(model: StudioModel, photo: torch.Tensor, layer: str, stride: int, 
             return activation_grid(model, photo, layer, stride=stride, settings=settings)
     except RuntimeError as error:
         raise WorkerError(error_message(error)) from error
+
+
+class VerticalScroll(QScrollArea):
+    """A scroll area around ``content`` that scrolls vertically only: as wide as the content asks, as short as
+    a few rows, so a long dock never makes the window taller than the screen."""
+
+    def __init__(self, content) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setWidget(content)
+
+    def minimumSizeHint(self) -> QSize:
+        width = self.widget().sizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        return QSize(width, min(self.widget().minimumSizeHint().height(), 120))
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.minimumSizeHint().width(), self.widget().sizeHint().height())
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content grew (a long layer name): widen the dock
+        return super().eventFilter(watched, event)
 
 
 def devices() -> list[str]:
@@ -108,17 +133,29 @@ class StudioWidget(Container):
         self.grid_stride = SpinBox(name="grid_stride", label="every", min=1, max=64, value=1,
                                    tooltip="render every N-th cell along each axis (a 14 x 14 grid is 196 renders)")
         self.grid_worker = None
+        self.accentuate_button = PushButton(text="Accentuate in photo",
+                                            tooltip="render the unit starting from the attribution panel's image "
+                                                    "layer, kept close to it in the model's early features")
+        self.accent_weight = FloatSpinBox(name="accent_weight", label="closeness", min=0.0, max=1e4, step=5.0,
+                                          value=50.0, tooltip="weight of the early-feature distance to the photo "
+                                                              "(0: free; higher: closer to the photo)")
+        self.blocks_panel = BlocksPanel(napari_viewer, self._lock, self.render_panel, self.attribution_panel)
         self.message = Label(value="")
-        self.extend([
+        #: Every section, in a scroll area above the message line (napari docks a magicgui container's inner
+        #: widget, dropping magicgui's own scroll area): a long dock would make the window taller than a screen.
+        self.sections = Container(labels=False, widgets=[
             Label(value="<b>Model</b>"),
             Container(layout="horizontal", labels=False,
                       widgets=[self.model_name, self.browse_button, self.load_button]),
             Container(labels=True, widgets=[self.device]), self.trust, self.model_info, self.examples_panel,
             Label(value="<b>Feature visualisation</b>"), self.render_panel, self.probe,
             Container(layout="horizontal", labels=True, widgets=[self.grid_button, self.grid_stride]),
+            Container(layout="horizontal", labels=True, widgets=[self.accentuate_button, self.accent_weight]),
             Label(value="<b>Attribution</b>"), self.attribution_panel,
-            self.message,
+            Label(value="<b>Building blocks</b>"), self.blocks_panel,
         ])
+        self.append(self.message)
+        self.native.layout().insertWidget(0, VerticalScroll(self.sections.native))
         for label in (self.render_panel.status, self.message, self.model_info):
             label.native.setWordWrap(True)
             label.native.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -128,10 +165,13 @@ class StudioWidget(Container):
         self.browse_button.changed.connect(self._browse)
         self.render_panel.run_button.changed.connect(lambda: self.run())
         self.attribution_panel.attribute_button.changed.connect(lambda: self.attribute())
-        for panel in (self.render_panel, self.attribution_panel, self.examples_panel):
+        for panel in (self.render_panel, self.attribution_panel, self.examples_panel, self.blocks_panel):
             panel.message.connect(self.show_message)
-        for panel in (self.render_panel, self.attribution_panel):
+        for panel in (self.render_panel, self.attribution_panel, self.blocks_panel):
             panel.finished.connect(self._update_buttons)
+        self.blocks_panel.picked.connect(self.run)
+        self.blocks_panel.find_button.changed.connect(self._update_buttons)
+        self.accentuate_button.changed.connect(lambda: self.accentuate())
         self.probe.changed.connect(self._update_probe_callbacks)
         self.grid_button.changed.connect(lambda: self.activation_grid())
         self.viewer.layers.events.inserted.connect(self._update_probe_callbacks)
@@ -146,7 +186,8 @@ class StudioWidget(Container):
     @property
     def busy(self) -> bool:
         """Whether a render, an attribution, a model load or a dataset-example job is running."""
-        workers = (self.render_panel.worker, self.attribution_panel.worker, self.load_worker, self.grid_worker)
+        workers = (self.render_panel.worker, self.attribution_panel.worker, self.load_worker, self.grid_worker,
+                   self.blocks_panel.worker)
         return any(worker is not None for worker in workers) or self.examples_panel.busy
 
     def load(self, then=None) -> None:
@@ -190,6 +231,7 @@ class StudioWidget(Container):
         self._model_key = key
         self.render_panel.set_model(model)
         self.attribution_panel.set_model(model)
+        self.blocks_panel.set_model(model)
         layers = len(model.layer_shapes)
         self.model_info.value = f"{model.name} · input {model.spec.describe()} · {layers} layers · {device}"
         self.model_loaded.emit(model)
@@ -219,15 +261,16 @@ class StudioWidget(Container):
         if method is not None:
             self.attribution_panel.method.value = method
 
-    def run(self) -> None:
-        """Start a render with the render panel's fields (loading the model first if its fields changed)."""
+    def run(self, custom: CustomRender | None = None) -> None:
+        """Start a render with the render panel's fields (loading the model first if its fields changed), or of
+        ``custom`` (built on the loaded model) with the fields' settings."""
         if self.render_panel.worker is not None or self.load_worker is not None:
             self.show_message("A render or a model load is running; wait for it or press Stop.")
             return
-        if not self._model_ready():
+        if custom is None and not self._model_ready():
             self.load(then=self.run)
             return
-        self.render_panel.start()
+        self.render_panel.start(custom)
         self._update_buttons()
 
     def stop(self, *_) -> None:
@@ -299,6 +342,43 @@ class StudioWidget(Container):
         self._update_buttons()
         worker.start()
 
+    def accentuate(self, layer: Image | None = None) -> AccentuationPlan | None:
+        """Render the render panel's unit starting from ``layer`` (default: the attribution panel's image layer),
+        kept close to it in the model's early features (:func:`studio.accentuate`, weight from the closeness
+        field); once done, the message says how far the unit rose and how close the render stayed."""
+        layer = layer if layer is not None else self.attribution_panel.source.value
+        if self.busy or self.model is None or layer is None:
+            self.show_message("Load a model, pick a photo as the image layer and wait for running jobs first.")
+            return None
+        try:
+            photo = self.attribution_panel.images(layer)[0]
+            request = self.render_panel.request()
+            targets = request.targets(self.model)
+            if len(targets) != 1:
+                raise StudioError(f"Accentuate one unit at a time, not {len(targets)}: set the count to 1.")
+            with self._lock:
+                plan = plan_accentuation(self.model, photo.to(self.model.device), targets[0].name,
+                                         size=request.settings.side, weight=self.accent_weight.value)
+        except StudioError as error:
+            self.show_message(str(error), error=True)
+            return None
+
+        def report_when_rendered(frame: Frame | None) -> None:
+            self.render_panel.finished.disconnect(report_when_rendered)
+            if frame is not None and frame.done:
+                with self._lock:
+                    found = measure_accentuation(self.model, plan, frame.result)
+                self.show_message(f"{plan.target.short} accentuated in {layer.name}: {found.value:.3g} "
+                                  f"(the photo {found.photo_value:.3g}, x{found.gain:.3g}); distance to the photo "
+                                  f"{found.pixel_distance:.3g} in pixels, {found.feature_distance:.3g} in "
+                                  f"{plan.layer}'s features")
+        self.render_panel.finished.connect(report_when_rendered)
+        self.run(CustomRender(plan.objective, plan.target, f"{plan.target.short} · accentuated in {layer.name}",
+                              plan.start))
+        if self.render_panel.worker is None:  # the render did not start
+            self.render_panel.finished.disconnect(report_when_rendered)
+        return plan
+
     def _add_grid(self, source: Image, grid: ActivationGrid) -> None:
         """The grid's renders as one layer over ``source``, each render on the cells it stands for."""
         rows, columns = image_shape(source)
@@ -336,6 +416,10 @@ class StudioWidget(Container):
 
     # ---------------------------------------------------------------- common
 
+    def reset_choices(self, *_) -> None:
+        """Refresh every choice list (napari calls this when layers change; the sections are not children)."""
+        self.sections.reset_choices()
+
     def show_message(self, text: str, error: bool = False) -> None:
         """Show a message under the widget (errors in red, and as a napari notification)."""
         self.message.value = text
@@ -349,4 +433,6 @@ class StudioWidget(Container):
         self.load_button.enabled = not loading and self.render_panel.worker is None
         self.render_panel.update_buttons(loading)
         self.grid_button.enabled = self.grid_worker is None and not loading
+        self.accentuate_button.enabled = self.render_panel.worker is None and not loading
         self.attribution_panel.update_buttons(loading)
+        self.blocks_panel.update_buttons(loading)
