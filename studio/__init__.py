@@ -11,6 +11,7 @@
     studio.accentuate(model, "cat.jpg", "blocks.4:3").result.images              # the unit, in this photo
     studio.probe(model, "cat.jpg", "blocks.5", (120, 140)).target                # the neuron under a point
     studio.write_report(report, "report/")                                 # CSV, JSON, curves and table plots
+    studio.roar(studio.RoarSpec(studio.demo_dataset(), studio.demo_cnn, "demo-cnn"), "roar/")  # remove and retrain
     studio.gallery.run("gallery/example.toml", "out/example")
     studio.build_index(model, "photos/", "blocks.4,blocks.5", "examples.sqlite")   # dataset examples
     top = studio.examples("examples.sqlite", "blocks.4:12")                      # best first, with crops
@@ -33,6 +34,7 @@ from studio.hooks import capture, forward_to
 from studio.io import read_image, write_image
 from studio.models import DEFAULT_MODEL, InputSpec, StudioModel, load_model
 from studio.probing import ActivationGrid, Probe, activation_grid, probe
+from studio.retraining import RoarResult, RoarSpec, demo_cnn, demo_dataset, roar, write_roar_report
 from studio.settings import RenderSettings
 from studio.targets import Target, parse_target, parse_targets
 from studio.transforms import TransformSettings
@@ -40,9 +42,10 @@ from studio.transforms import TransformSettings
 __all__ = [
     "DEFAULT_MODEL", "Accentuation", "ActivationGrid", "Attribution", "BuildingBlocks", "Dictionary",
     "Evaluation", "Faithfulness", "InputSpec", "Pointing", "Probe", "Randomisation", "RenderResult",
-    "RenderSettings", "Road", "Snapshot", "StudioError", "StudioModel", "Target", "TransformSettings", "ablate",
+    "RenderSettings", "Road", "RoarResult", "RoarSpec", "Snapshot", "StudioError", "StudioModel", "Target", "TransformSettings", "ablate",
     "accentuate", "activation_grid", "attribute", "blocks", "build_index", "capture", "deletion_insertion",
-    "evaluate", "examples", "explain", "forward_to", "gallery", "learn_concepts", "load_dictionary",
+    "demo_cnn", "demo_dataset", "evaluate", "examples", "explain", "forward_to", "gallery", "learn_concepts", "load_dictionary",
     "load_model", "model_randomisation", "objectives", "optimize", "param", "parse_target", "parse_targets",
-    "pointing_game", "probe", "read_image", "render", "road", "unit_statistics", "write_image", "write_report",
+    "pointing_game", "probe", "read_image", "render", "road", "roar", "unit_statistics", "write_image",
+    "write_report", "write_roar_report",
 ]

@@ -9,7 +9,7 @@ import importlib.util
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -405,19 +405,28 @@ def _downloads(name: str) -> Iterator[None]:
                           "cache); put them there, or use --random-weights / pretrained=False.") from None
 
 
-def _load_factory(spec: str) -> StudioModel:
-    path, factory_name = spec.rsplit(":", 1)
+def function_from_file(spec: str, signature: str = "() -> nn.Module") -> Callable:
+    """The function ``spec`` names, ``path/to/file.py:function``, its file run as a module (this runs the
+    file's code: only for files the user trusts). A call of it that fails is one sentence naming the line."""
+    path, name = spec.rsplit(":", 1)
     if not Path(path).is_file():
-        raise StudioError(f"Model file {path!r} does not exist; give path/to/file.py:factory.")
+        raise StudioError(f"File {path!r} does not exist; give path/to/file.py:{name or 'function'}.")
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     source = importlib.util.module_from_spec(module_spec)
     with _running(f"Running {path!r}", path):
         module_spec.loader.exec_module(source)
-    factory = getattr(source, factory_name, None)
-    if not callable(factory):
-        raise StudioError(f"{path!r} has no callable {factory_name!r}; define def {factory_name}() -> nn.Module.")
-    with _running(f"{spec!r}", path):
-        built = factory()
+    function = getattr(source, name, None)
+    if not callable(function):
+        raise StudioError(f"{path!r} has no callable {name!r}; define def {name}{signature}.")
+
+    def call(*args, **kwargs):
+        with _running(f"{spec!r}", path):
+            return function(*args, **kwargs)
+    return call
+
+
+def _load_factory(spec: str) -> StudioModel:
+    built = function_from_file(spec)()
     if isinstance(built, StudioModel):
         return built
     if not isinstance(built, nn.Module):

@@ -86,7 +86,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     names = sorted(name for name in studio_modules() if name != "studio.__main__")  # it runs the CLI
     script = f"""
 import importlib, os, sys
-import numpy, torch, torchvision, timm, kornia, imageio.v3
+import numpy, torch, torchvision, timm, kornia, imageio.v3, tqdm, napari, magicgui.widgets, napari.qt.threading, ray
 assert not [m for m in sys.modules if m == "studio" or m.startswith("studio.")]
 failed, running = [], {{}}
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import studio
+from studio.cli import main
 from studio.io import from_uint8, to_uint8
 from tests.conftest import hook_count
 from tests.synthetic import PatternNet, pattern_images, sphere_net, stripe_net
@@ -633,7 +634,9 @@ def test_a_volume_streams_into_a_3d_layer_while_turning_and_its_map_is_an_aligne
 
 @gui
 @needs_display
-def test_studio_view_screenshot_of_a_volume_model_is_a_3d_view(tmp_path):
+def test_studio_view_screenshot_of_a_volume_model_is_a_3d_view(tmp_path, mock_app_model):
+    # studio view runs in this process (no second interpreter to start); mock_app_model gives its napari window
+    # a fresh app, so the plugin's menu entry is registered once per test, as make_napari_viewer does
     import imageio.v3 as iio
 
     factory = tmp_path / "net.py"
@@ -642,12 +645,9 @@ def test_studio_view_screenshot_of_a_volume_model_is_a_3d_view(tmp_path):
     volume = (np.random.default_rng(0).random((12, 12, 12)) * 255).astype(np.uint8)
     iio.imwrite(tmp_path / "noise.tif", volume)
     out = tmp_path / "figure.png"
-    command = [sys.executable, "-m", "studio", "view", f"{factory}:model", "--input", "1x12x12x12", "--mean", "0",
-               "--std", "1", "--device", "cpu", "--target", "logits:1", "--steps", "4", "--size", "12",
-               "--image", str(tmp_path / "noise.tif"), "--screenshot", str(out), "--window-size", "1000x700"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["view", f"{factory}:model", "--input", "1x12x12x12", "--mean", "0", "--std", "1",
+                 "--device", "cpu", "--target", "logits:1", "--steps", "4", "--size", "12",
+                 "--image", str(tmp_path / "noise.tif"), "--screenshot", str(out), "--window-size", "1000x700"]) == 0
     shot = iio.imread(out)[..., :3]
     record = json.loads(out.with_suffix(".json").read_text())
     assert shot.shape[1] == 1000 and shot.std() > 20 and record["ndisplay"] == 3
@@ -899,19 +899,16 @@ def test_a_bad_examples_index_is_one_sentence_and_units_it_lacks_say_so_once(ope
 
 @gui
 @needs_display
-def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, stripe_index):
+def test_studio_view_screenshot_shows_the_examples_beside_the_render(tmp_path, stripe_index, mock_app_model):
     import imageio.v3 as iio
 
     factory = tmp_path / "net.py"
     factory.write_text("import torch\n\nfrom tests.synthetic import stripe_net\n\ndef model():\n"
                        "    torch.manual_seed(0)\n    return stripe_net()\n")
     out = tmp_path / "figure.png"
-    command = [sys.executable, "-m", "studio", "view", f"{factory}:model", "--input", "1x24x24", "--mean", "0",
-               "--std", "1", "--device", "cpu", "--target", "3:5", "--steps", "4", "--size", "24",
-               "--examples", str(stripe_index), "--screenshot", str(out), "--window-size", "1000x700"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SUBPROCESS_ENV,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["view", f"{factory}:model", "--input", "1x24x24", "--mean", "0", "--std", "1", "--device", "cpu",
+                 "--target", "3:5", "--steps", "4", "--size", "24", "--examples", str(stripe_index),
+                 "--screenshot", str(out), "--window-size", "1000x700"]) == 0
     shot = iio.imread(out)[..., :3].astype(np.float32)
     assert shot.shape[:2] == (700, 1000)  # the dock scrolls: the window keeps the size asked for
     record = json.loads(out.with_suffix(".json").read_text())

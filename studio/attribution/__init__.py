@@ -5,7 +5,8 @@ resolution, for the same models and target syntax as feature visualisation:
 
 - ``saliency``: max over colour channels of ``|d score / d pixel|`` (Simonyan et al. 2014);
 - ``gradient_x_input``: ``sum_c gradient * image`` (signed);
-- ``smoothgrad``: the saliency map averaged over noisy copies (Smilkov et al. 2017);
+- ``smoothgrad``: the saliency map averaged over noisy copies (Smilkov et al. 2017); ``smoothgrad_squared``
+  and ``vargrad``: the mean square and the variance of the gradients of those copies (Hooker et al. 2019);
 - ``integrated_gradients``: ``sum_c (x - x') * mean gradient along the straight path`` (Sundararajan
   et al. 2017), signed; the map sums to ``f(x) - f(x')`` (see :func:`explain` for the error);
 - ``gradcam`` / ``gradcam++``: class-weighted activation maps of a convolutional layer (Selvaraju et al.
@@ -15,7 +16,8 @@ resolution, for the same models and target syntax as feature visualisation:
 
 Is a map faithful? :func:`deletion_insertion`, :func:`road`, :func:`model_randomisation` (Adebayo et al.'s
 sanity check as a score) and :func:`pointing_game` score one method's maps; :func:`evaluate` scores several
-methods by several metrics side by side, and :func:`write_report` writes the table and plots.
+methods by several metrics side by side, and :func:`write_report` writes the table and plots;
+:func:`studio.retraining.roar` retrains on the degraded data (remove and retrain).
 
 The score explained is what the target reads (:class:`studio.targets.Target`): a class's raw logit, a
 channel's spatial mean, one neuron, or a whole layer's mean square. Hooks exist only for one forward pass and

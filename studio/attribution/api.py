@@ -22,7 +22,8 @@ from torch import nn
 
 from studio.attribution.attention import attention, attention_rollout
 from studio.attribution.cam import gradcam, gradcam_plus_plus
-from studio.attribution.gradients import gradient_x_input, integrated_gradients, saliency, smoothgrad
+from studio.attribution.gradients import (gradient_x_input, integrated_gradients, saliency, smoothgrad,
+                                          smoothgrad_squared, vargrad)
 from studio.attribution.machinery import as_batch, attribution_mode, logits
 from studio.attribution.perturbation import kernel_shap, lime, occlusion, rise
 from studio.checks import SEED_LIMIT, check_number
@@ -35,6 +36,7 @@ from studio.targets import Target, class_target, parse_target
 #: Every method by name; each is ``fn(model, inputs, targets, *, options...) -> Attribution fields``.
 METHOD_FUNCTIONS: dict[str, Callable[..., dict]] = {
     "saliency": saliency, "gradient_x_input": gradient_x_input, "smoothgrad": smoothgrad,
+    "smoothgrad_squared": smoothgrad_squared, "vargrad": vargrad,
     "integrated_gradients": integrated_gradients, "gradcam": gradcam, "gradcam++": gradcam_plus_plus,
     "attention": attention, "attention_rollout": attention_rollout,
     "occlusion": occlusion, "rise": rise, "lime": lime, "kernel_shap": kernel_shap,
@@ -47,6 +49,8 @@ SIGNED_METHODS = ("gradient_x_input", "integrated_gradients", "occlusion", "lime
 PERTURBATION_METHODS = ("occlusion", "rise", "lime", "kernel_shap")
 _ALIASES = {"ig": "integrated_gradients", "grad_cam": "gradcam", "grad_cam++": "gradcam++", "gradcampp": "gradcam++",
             "gradcam_pp": "gradcam++", "input_x_gradient": "gradient_x_input", "smooth_grad": "smoothgrad",
+            "smoothgrad_sq": "smoothgrad_squared", "sg_sq": "smoothgrad_squared", "smoothgrad2": "smoothgrad_squared",
+            "var_grad": "vargrad",
             "kernelshap": "kernel_shap", "shap": "kernel_shap"}
 
 TargetSpec = int | str | Target | None
@@ -129,7 +133,7 @@ def explain(model: StudioModel | nn.Module, images: torch.Tensor | str | os.Path
     method = method_name(method)
     if layer is not None:
         options["layer"] = layer
-    _check_options(method, options)
+    check_options(method, options)
     images, out_device = as_batch(images, model)
     size = tuple(images.shape[2:])
     with attribution_mode(model.module):
@@ -175,7 +179,7 @@ def _is_a(value, kind: type) -> bool:
     return value is None if kind is type(None) else isinstance(value, kind)
 
 
-def _check_options(method: str, options: dict) -> None:
+def check_options(method: str, options: dict) -> None:
     """Each option is one the method takes, of the type its signature names, in its range."""
     allowed = method_options(method)
     unknown = sorted(set(options) - set(allowed))

@@ -1,5 +1,5 @@
-"""Gradient methods: saliency (Simonyan et al. 2014), gradient x input, SmoothGrad (Smilkov et al. 2017) and
-Integrated Gradients (Sundararajan et al. 2017). Each takes only its own options and returns the fields of
+"""Gradient methods: saliency (Simonyan et al. 2014), gradient x input, SmoothGrad (Smilkov et al. 2017) with
+SmoothGrad-Squared and VarGrad (Hooker et al. 2019), and Integrated Gradients (Sundararajan et al. 2017). Each takes only its own options and returns the fields of
 an :class:`~studio.attribution.api.Attribution` (maps at the model's input size, scores, per-channel maps)."""
 
 from __future__ import annotations
@@ -37,34 +37,69 @@ def gradient_x_input(model: StudioModel, inputs: torch.Tensor, targets: Sequence
 
 
 def _path_average(model: StudioModel, target: Target, points: Callable[[int, int], torch.Tensor],
-                  weights: torch.Tensor, batch_size: int, absolute: bool) -> torch.Tensor:
-    """``sum_k weights[k] * grad(points k)`` (of ``|grad|`` when ``absolute``) over the points of one image,
+                  weights: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``sum_k weights[k] * grad(points k)`` over the points of one image (Integrated Gradients' path),
     built and differentiated ``batch_size`` at a time so memory does not grow with their number."""
     total = None
 
     def step(a: int, b: int) -> None:
         nonlocal total
         _, grads = input_gradients(model, points(a, b), [target] * (b - a), batch_size)
-        grads = grads.abs() if absolute else grads
         part = torch.tensordot(weights[a:b].to(grads), grads, dims=1)
         total = part if total is None else total + part
     chunked(len(weights), batch_size, step)
     return total
 
 
-def smoothgrad(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, samples: int = 25,
-               noise: float = 0.15, seed: int = 0, batch_size: int = 16) -> dict:
-    """The saliency map averaged over ``samples`` noisy copies (noise std ``noise * (max - min)`` of each
-    image, drawn from ``seed``, the same draws whatever the batch)."""
+def _noise_statistic(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], statistic: str, *,
+                     samples: int, noise: float, seed: int, batch_size: int) -> dict:
+    """``statistic`` of the input gradients over ``samples`` noisy copies of each image (noise std ``noise *
+    (max - min)`` of the image, drawn from ``seed``: the same draws whatever the batch), per channel; the map is
+    the maximum over channels. Sums are kept in float64, so the variance does not lose its digits."""
     per_channel = torch.empty_like(inputs)
     for i, (image, target) in enumerate(zip(inputs, targets)):
         generator = torch.Generator(device=image.device).manual_seed(seed)
         draws = torch.randn((samples, *image.shape), generator=generator, device=image.device, dtype=image.dtype)
         sigma = noise * (image.max() - image.min())
-        per_channel[i] = _path_average(model, target, lambda a, b: image + sigma * draws[a:b],
-                                       torch.full((samples,), 1.0 / samples), batch_size, absolute=True)
+        wide = torch.float32 if image.device.type == "mps" else torch.float64  # MPS has no float64
+        first = torch.zeros(image.shape, dtype=wide, device=image.device)
+        second = torch.zeros_like(first)
+
+        def step(a: int, b: int) -> None:
+            _, grads = input_gradients(model, image + sigma * draws[a:b], [target] * (b - a), batch_size)
+            grads = grads.to(wide)
+            first.add_((grads.abs() if statistic == "mean_magnitude" else grads).sum(0))
+            second.add_(grads.pow(2).sum(0))
+        chunked(samples, batch_size, step)
+        mean, square = first / samples, second / samples
+        kept = {"mean_magnitude": mean, "mean_square": square, "variance": (square - mean.pow(2)).clamp_min(0)}
+        per_channel[i] = kept[statistic].to(per_channel.dtype)
     return {"maps": per_channel.amax(1), "scores": scores(model, inputs, targets, batch_size),
             "per_channel": per_channel}
+
+
+def smoothgrad(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, samples: int = 25,
+               noise: float = 0.15, seed: int = 0, batch_size: int = 16) -> dict:
+    """The saliency map averaged over ``samples`` noisy copies (Smilkov et al. 2017): the mean of ``|gradient|``
+    (noise std ``noise * (max - min)`` of each image, drawn from ``seed``, the same draws whatever the batch)."""
+    return _noise_statistic(model, inputs, targets, "mean_magnitude", samples=samples, noise=noise, seed=seed,
+                            batch_size=batch_size)
+
+
+def smoothgrad_squared(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, samples: int = 25,
+                       noise: float = 0.15, seed: int = 0, batch_size: int = 16) -> dict:
+    """SmoothGrad-Squared (Hooker et al. 2019): the mean of ``gradient ** 2`` over noisy copies, as SmoothGrad
+    draws them."""
+    return _noise_statistic(model, inputs, targets, "mean_square", samples=samples, noise=noise, seed=seed,
+                            batch_size=batch_size)
+
+
+def vargrad(model: StudioModel, inputs: torch.Tensor, targets: Sequence[Target], *, samples: int = 25,
+            noise: float = 0.15, seed: int = 0, batch_size: int = 16) -> dict:
+    """VarGrad (Adebayo et al. 2018; Hooker et al. 2019): the variance of the gradient over noisy copies, as
+    SmoothGrad draws them."""
+    return _noise_statistic(model, inputs, targets, "variance", samples=samples, noise=noise, seed=seed,
+                            batch_size=batch_size)
 
 
 def integration_rule(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +154,7 @@ def integrated_gradients(model: StudioModel, inputs: torch.Tensor, targets: Sequ
     for i, (image, start, target) in enumerate(zip(inputs, starts, targets)):
         direction = image - start
         mean_gradient = _path_average(model, target, lambda a, b: start + alphas[a:b] * direction, weights,
-                                      batch_size, absolute=False)
+                                      batch_size)
         per_channel[i] = direction * mean_gradient
     maps = per_channel.sum(1)
     values, baseline_values = scores(model, inputs, targets, batch_size), scores(model, starts, targets, batch_size)

@@ -24,7 +24,8 @@ from studio.checks import output_folder
 from studio.commands.attribute import add_method_options, given_options, options_per_method
 from studio.commands.common import add_weight_arguments, model_from_args, split_model
 from studio.errors import StudioError
-from studio.io import atomic_write, read_input
+from studio.io import read_input
+from studio.journal import append_record, resume_journal
 from studio.models import MODEL_HELP
 
 #: The file in the report folder that keeps finished rows (its first line: the settings they belong to).
@@ -83,41 +84,6 @@ def read_boxes(path: str, photos: list[str]) -> list[list[float]]:
     return found
 
 
-def resumed_rows(out: Path, settings: dict) -> list[Row]:
-    """The rows a killed run with these ``settings`` finished (none for a new report); a report of other
-    settings is an error. A last line cut off mid-write is dropped."""
-    path = out / ROWS
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        header = json.loads(lines[0]) if lines else None
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict) or header.get("settings") != settings:
-        raise StudioError(f"{str(out)!r} holds an evaluation with other settings ({ROWS}); give another --out, or "
-                          "delete the folder to start over.")
-    rows = []
-    for number, line in enumerate(lines[1:], 2):
-        try:
-            rows.append(Row.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            if number != len(lines):
-                raise StudioError(f"{str(path)!r} is damaged at line {number}; delete the folder to start over.") from None
-    # rewritten without a cut-off last line, so the rows appended next start on lines of their own
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(record) + "\n" for record in (
-        header, *(row.as_dict() for row in rows))), encoding="utf-8"))
-    return rows
-
-
-def _append(path: Path, record: dict) -> None:
-    """One JSON line, flushed to disk before the next row starts."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def run(args) -> int:
     args.model, photos = split_model(args.positionals)
     if not photos:
@@ -131,19 +97,16 @@ def run(args) -> int:
                 "std": args.std, "photos": photos, "methods": methods, "metrics": metrics, "target": args.target,
                 "boxes": boxes, "curve_steps": args.curve_steps, "stages": args.stages, "tolerance": args.tolerance,
                 "metric_seed": args.metric_seed, "options": options}
-    done = resumed_rows(out, settings)
+    rows_file = out / ROWS
+    done = resume_journal(rows_file, settings, "an evaluation", Row.from_dict)
     model = model_from_args(args)
     images = [read_input(photo, model.spec.channels, model.spec.dims).to(model.device) for photo in photos]
-    rows_file = out / ROWS
-    if not done:
-        out.mkdir(parents=True, exist_ok=True)
-        rows_file.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
     if done:
         print(f"resuming: {len(done)} of {len(photos) * len(methods)} maps already scored in {rows_file}")
     evaluation = evaluate(model, images, methods, metrics, args.target, boxes, names=photos,
                           options=options_per_method(options, model, methods), steps=args.curve_steps, stages=args.stages,
                           tolerance=args.tolerance, seed=args.metric_seed, done=done,
-                          on_row=lambda row: _append(rows_file, row.as_dict()), progress=True)
+                          on_row=lambda row: append_record(rows_file, row.as_dict()), progress=True)
     table = evaluation.table()
     width = max(len(m) for m in evaluation.methods)
     print(" " * width + "  " + "  ".join(f"{c:>14}" for c in evaluation.columns))
