@@ -3,6 +3,7 @@
 from studio.objectives.base import IMAGE, Activations, Objective, as_objective
 from studio.objectives.library import (
     blur,
+    caricature,
     channel,
     class_logit,
     direction,
@@ -16,6 +17,6 @@ from studio.objectives.library import (
 )
 
 __all__ = [
-    "IMAGE", "Activations", "Objective", "as_objective", "blur", "channel", "class_logit", "direction",
+    "IMAGE", "Activations", "Objective", "as_objective", "blur", "caricature", "channel", "class_logit", "direction",
     "diversity", "l1", "l2", "layer", "neuron", "total_variation", "units",
 ]

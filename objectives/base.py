@@ -22,9 +22,17 @@ class Objective:
     """A named function from activations to a ``[B]`` tensor that the engine maximises."""
 
     def __init__(self, fn: Callable[[Activations], torch.Tensor], name: str, layers: frozenset[str] = frozenset(),
-                 children: tuple = (), op: Callable | None = None) -> None:
+                 children: tuple = (), op: Callable | None = None, bind: Callable | None = None) -> None:
         self.fn, self.name, self.layers = fn, name, frozenset(layers)
-        self.children, self.op = children, op
+        self.children, self.op, self._bind = children, op, bind
+
+    def bind(self, model) -> Objective:
+        """Let every term that reads the model itself (a caricature's photo activations) read it; the engine
+        calls this before the first step. Returns the objective."""
+        for leaf in self.leaves:
+            if leaf._bind is not None:
+                leaf._bind(model)
+        return self
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         return self.evaluate(acts)[0]

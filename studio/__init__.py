@@ -10,6 +10,7 @@
     parts = studio.blocks(model, "cat.jpg", "blocks.5", "Egyptian cat", top=6)  # the channels behind it
     studio.accentuate(model, "cat.jpg", "blocks.4:3").result.images              # the unit, in this photo
     studio.probe(model, "cat.jpg", "blocks.5", (120, 140)).target                # the neuron under a point
+    studio.render(model, studio.objectives.caricature(studio.read_image("cat.jpg"), "blocks.4"))  # what it sees
     studio.write_report(report, "report/")                                 # CSV, JSON, curves and table plots
     studio.roar(studio.RoarSpec(studio.demo_dataset(), studio.demo_cnn, "demo-cnn"), "roar/")  # remove and retrain
     studio.gallery.run("gallery/example.toml", "out/example")

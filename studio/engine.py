@@ -226,6 +226,7 @@ def optimize(model: StudioModel | str, objective: Objective | TargetSpec | Seque
     ranges = changes.pop("transforms") if isinstance(changes.get("transforms"), TransformSettings) else None
     settings = (settings or RenderSettings()).updated(changes)
     objective, targets = objective_for(model, objective)
+    objective.bind(model)
     keys = [name for name in objective.layers if name != IMAGE]
     for key in keys:
         module_of(model, key)  # an unknown layer in a custom objective fails here, before the first step

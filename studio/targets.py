@@ -514,6 +514,13 @@ def parse_target(spec: str | int | Target, model: StudioModel) -> Target:
     return Target(info.path.partition(CONCEPTS)[0], channel, position, text, label, prefix_token, info.concepts)
 
 
+def layer_target(model: StudioModel, layer: str) -> Target:
+    """The whole of ``layer`` as one target (DeepDream's unit), also for a layer the grammar would read as a class
+    index (``3`` of a ``Sequential``)."""
+    info = layer_info(model, layer_key(model, layer))
+    return Target(info.path.partition(CONCEPTS)[0], None, None, layer, "", None, info.concepts)
+
+
 def parse_targets(expression: str | int | Target, model: StudioModel) -> list[Target]:
     """Every unit an expression names: one target, or lists and ranges of channels (``blocks.4:0-7,12``,
     ``blocks.4:*``, ``logits:"tabby","Egyptian cat"``), validated (ranges at both ends) before expanding."""

@@ -940,6 +940,7 @@ def test_building_blocks_rank_the_channels_and_a_picked_one_shows_its_map_render
     panel.class_name.value, panel.top.value = "1", 3
     with qtbot.waitSignal(renders.finished, timeout=120_000):  # ranked, then the first channel rendered
         panel.start(photo)
+    wait_for_examples(qtbot, widget)  # its path check runs the model in a worker: the model is ours only after
     expected = studio.blocks(mono2d, image, "3", "1", top=3, render_channels=False)
     assert [choice[1] for choice in panel.channel._default_choices()] == [0, 1, 2]
     assert panel.channel.choices and panel.result.channels == expected.channels
@@ -948,6 +949,7 @@ def test_building_blocks_rank_the_channels_and_a_picked_one_shows_its_map_render
         if rank:
             with qtbot.waitSignal(renders.finished, timeout=120_000):
                 panel.channel.value = rank  # picking a channel: its map and its render
+            wait_for_examples(qtbot, widget)
         unit, direction = expected.units[rank], expected.directions[rank]
         heat = viewer.layers[f"stripes · building block {unit}"]
         np.testing.assert_allclose(heat.data, expected.maps[rank].numpy(), atol=1e-5)
@@ -956,7 +958,6 @@ def test_building_blocks_rank_the_channels_and_a_picked_one_shows_its_map_render
         assert render.name == (unit if direction > 0 else f"{unit} (lowered)")
         engine = studio.render(mono2d, signed_units("3", [expected.channels[rank]], [direction]), steps=4, size=24)
         np.testing.assert_array_equal(render.data, engine.images[0, 0].numpy())
-        wait_for_examples(qtbot, widget)
         assert f"examples · {unit}" in viewer.layers  # the examples panel follows the render
     viewer.window.show()
     qtbot.wait(200)
@@ -968,8 +969,7 @@ def test_building_blocks_rank_the_channels_and_a_picked_one_shows_its_map_render
 
 @gui
 @needs_display
-def test_accentuation_in_the_viewer_is_the_python_accentuation_and_says_its_numbers(open_studio_widget, qtbot,
-                                                                                   mono2d):
+def test_accentuation_and_caricature_in_the_viewer_are_the_python_renders(open_studio_widget, qtbot, mono2d):
     from tests.synthetic import stripes
 
     viewer, widget = open_studio_widget(mono2d)
@@ -989,6 +989,13 @@ def test_accentuation_in_the_viewer_is_the_python_accentuation_and_says_its_numb
     widget.fill(count=2)
     widget.accentuate()
     assert "one unit at a time" in widget.message.value and widget.render_panel.worker is None
+
+    widget.fill(count=1)  # the caricature: what layer 3 (the render panel's) sees in the photo
+    with qtbot.waitSignal(widget.render_panel.finished, timeout=120_000):
+        widget.caricature()
+    drawn = studio.render(mono2d, studio.objectives.caricature(image, "3"), steps=8, size=24)
+    assert widget.render_panel.image_layer.name == "caricature of stripes · 3"
+    np.testing.assert_array_equal(widget.render_panel.image_layer.data, drawn.images[0, 0].numpy())
     assert hook_count(mono2d.module) == 0
 
 

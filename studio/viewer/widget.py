@@ -24,7 +24,9 @@ from qtpy.QtWidgets import QFileDialog, QScrollArea
 from studio.accentuation import AccentuationPlan, measure_accentuation, plan_accentuation
 from studio.errors import StudioError
 from studio.models import DEFAULT_MODEL, MODEL_HELP, StudioModel, load_model, runs_code, untrusted_code
+from studio.objectives import caricature
 from studio.probing import ActivationGrid, Probe, activation_grid, grid_mosaic, mosaic_scale, probe
+from studio.targets import layer_target
 from studio.viewer.attribution_panel import AttributionPanel
 from studio.viewer.blocks_panel import BlocksPanel
 from studio.viewer.examples_panel import ExamplesPanel
@@ -139,6 +141,9 @@ class StudioWidget(Container):
         self.accent_weight = FloatSpinBox(name="accent_weight", label="closeness", min=0.0, max=1e4, step=5.0,
                                           value=50.0, tooltip="weight of the early-feature distance to the photo "
                                                               "(0: free; higher: closer to the photo)")
+        self.caricature_button = PushButton(text="Caricature of photo",
+                                            tooltip="render what the chosen layer sees in the attribution panel's "
+                                                    "image layer (Lucid's caricature)")
         self.blocks_panel = BlocksPanel(napari_viewer, self._lock, self.render_panel, self.attribution_panel)
         self.message = Label(value="")
         #: Every section, in a scroll area above the message line (napari docks a magicgui container's inner
@@ -151,6 +156,7 @@ class StudioWidget(Container):
             Label(value="<b>Feature visualisation</b>"), self.render_panel, self.probe,
             Container(layout="horizontal", labels=True, widgets=[self.grid_button, self.grid_stride]),
             Container(layout="horizontal", labels=True, widgets=[self.accentuate_button, self.accent_weight]),
+            self.caricature_button,
             Label(value="<b>Attribution</b>"), self.attribution_panel,
             Label(value="<b>Building blocks</b>"), self.blocks_panel,
         ])
@@ -172,6 +178,7 @@ class StudioWidget(Container):
         self.blocks_panel.picked.connect(self.run)
         self.blocks_panel.find_button.changed.connect(self._update_buttons)
         self.accentuate_button.changed.connect(lambda: self.accentuate())
+        self.caricature_button.changed.connect(lambda: self.caricature())
         self.probe.changed.connect(self._update_probe_callbacks)
         self.grid_button.changed.connect(lambda: self.activation_grid())
         self.viewer.layers.events.inserted.connect(self._update_probe_callbacks)
@@ -346,9 +353,8 @@ class StudioWidget(Container):
         """Render the render panel's unit starting from ``layer`` (default: the attribution panel's image layer),
         kept close to it in the model's early features (:func:`studio.accentuate`, weight from the closeness
         field); once done, the message says how far the unit rose and how close the render stayed."""
-        layer = layer if layer is not None else self.attribution_panel.source.value
-        if self.busy or self.model is None or layer is None:
-            self.show_message("Load a model, pick a photo as the image layer and wait for running jobs first.")
+        layer = self._idle_photo_layer(layer)
+        if layer is None:
             return None
         try:
             photo = self.attribution_panel.images(layer)[0]
@@ -378,6 +384,29 @@ class StudioWidget(Container):
         if self.render_panel.worker is None:  # the render did not start
             self.render_panel.finished.disconnect(report_when_rendered)
         return plan
+
+    def caricature(self, layer: Image | None = None) -> None:
+        """Render what the render panel's layer sees in ``layer`` (default: the attribution panel's image layer):
+        Lucid's caricature (:func:`studio.objectives.caricature`), streamed like any render."""
+        layer = self._idle_photo_layer(layer)
+        if layer is None:
+            return
+        try:
+            photo = self.attribution_panel.images(layer)[0]
+            whole = layer_target(self.model, self.render_panel.layer.value)
+        except StudioError as error:
+            self.show_message(str(error), error=True)
+            return
+        self.run(CustomRender(caricature(photo, whole.key), whole, f"caricature of {layer.name} · {whole.layer_name}"))
+
+    def _idle_photo_layer(self, layer: Image | None) -> Image | None:
+        """``layer`` (default: the attribution panel's image layer) when a model is loaded and nothing runs; else
+        None, with a message saying what to do."""
+        layer = layer if layer is not None else self.attribution_panel.source.value
+        if self.busy or self.model is None or layer is None:
+            self.show_message("Load a model, pick a photo as the image layer and wait for running jobs first.")
+            return None
+        return layer
 
     def _add_grid(self, source: Image, grid: ActivationGrid) -> None:
         """The grid's renders as one layer over ``source``, each render on the cells it stands for."""
@@ -433,6 +462,7 @@ class StudioWidget(Container):
         self.load_button.enabled = not loading and self.render_panel.worker is None
         self.render_panel.update_buttons(loading)
         self.grid_button.enabled = self.grid_worker is None and not loading
-        self.accentuate_button.enabled = self.render_panel.worker is None and not loading
+        idle = self.render_panel.worker is None and not loading
+        self.accentuate_button.enabled = self.caricature_button.enabled = idle
         self.attribution_panel.update_buttons(loading)
         self.blocks_panel.update_buttons(loading)
