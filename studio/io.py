@@ -252,11 +252,14 @@ def write_panels(path: str | os.PathLike, rows: list[list[tuple[torch.Tensor, st
     return write_figure(path, figure)
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically: a reader sees the old file or the whole new one."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_json(path: str | os.PathLike, data) -> Path:
     """Write JSON atomically."""
-    def write(tmp):
-        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    return atomic_write(path, write)
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def fit(image: torch.Tensor, size: tuple[int, int], cover: bool = True) -> torch.Tensor:

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from studio.errors import StudioError
-from studio.io import atomic_write
+from studio.io import write_text
 
 T = TypeVar("T")
 
 
 def _write(path: Path, records: list[dict]) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def resume_journal(path: Path, settings: dict, what: str, parse: Callable[[dict], T]) -> list[T]:

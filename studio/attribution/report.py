@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from studio.attribution.evaluation import COLUMNS, Evaluation
-from studio.io import atomic_write, write_figure
+from studio.io import write_figure, write_text
 
 #: The title of each curve plotted, and its x axis.
 CURVES = {"deletion": ("Deletion (low area: faithful)", "fraction of pixels removed"),
@@ -23,10 +23,6 @@ CURVES = {"deletion": ("Deletion (low area: faithful)", "fraction of pixels remo
           "road_morf": ("ROAD, most relevant first (low: faithful)", "fraction imputed"),
           "road_lerf": ("ROAD, least relevant first (high: faithful)", "fraction imputed"),
           "randomisation": ("Cascading randomisation (low: depends on weights)", "redrawn down to")}
-
-
-def _text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def csv_text(evaluation: Evaluation) -> str:
@@ -110,8 +106,8 @@ def write_report(evaluation: Evaluation, out: str | os.PathLike) -> list[Path]:
     """Write the report files into folder ``out``; returns their paths."""
     out = Path(out)
     files = [out / "metrics.csv", out / "metrics.json", out / "curves.png", out / "table.png"]
-    _text(files[0], csv_text(evaluation))
-    _text(files[1], json_text(evaluation))
+    write_text(files[0], csv_text(evaluation))
+    write_text(files[1], json_text(evaluation))
     write_figure(files[2], curves_figure(evaluation))
     write_figure(files[3], table_figure(evaluation))
     return files

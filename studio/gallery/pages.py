@@ -14,7 +14,7 @@ from studio.concepts.dictionary import load_dictionary
 from studio.gallery.examples import summary
 from studio.gallery.output import INDEX, MANIFEST, UNIT_PAGE, now, sheet_path, sidecar_path, unit_file
 from studio.gallery.spec import GallerySpec, Item, Unit
-from studio.io import atomic_write
+from studio.io import write_text
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -49,7 +49,7 @@ def _write_html(path: Path, text: str) -> Path:
     """Write ``text`` atomically unless the file already holds it."""
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return path
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text(path, text)
 
 
 def _numbers(item: Item, marker: dict | None) -> tuple[str, bool]:

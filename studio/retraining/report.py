@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studio.io import atomic_write, write_figure
+from studio.io import write_figure, write_text
 from studio.retraining.benchmark import RoarResult
 
 #: Each mode's plot title and x axis.
@@ -55,8 +55,5 @@ def write_roar_report(result: RoarResult, out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"settings": result.settings, "chance": result.chance, "clean": result.clean, "rows": result.table()}
-    written = []
-    for name, text in (("roar.csv", csv_text(result)), ("roar.json", json.dumps(record, indent=1))):
-        written.append(atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8")))
-    written.append(write_figure(out / "roar.png", roar_figure(result)))
-    return written
+    return [write_text(out / "roar.csv", csv_text(result)), write_text(out / "roar.json", json.dumps(record, indent=1)),
+            write_figure(out / "roar.png", roar_figure(result))]

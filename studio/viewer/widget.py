@@ -325,9 +325,8 @@ class StudioWidget(Container):
     def activation_grid(self, layer: Image | None = None) -> None:
         """Render the activation grid of ``layer`` (default: the attribution panel's image layer) at the render
         panel's layer and settings, in a worker; the renders arrive as one layer laid over the photo."""
-        layer = layer if layer is not None else self.attribution_panel.source.value
-        if self.busy or self.model is None or layer is None:
-            self.show_message("Load a model, pick a photo as the image layer and wait for running jobs first.")
+        layer = self._idle_photo_layer(layer)
+        if layer is None:
             return
         if self.model.spec.dims != 2:
             self.show_message("The activation grid lays 2D renders over a photo; this model takes volumes.", error=True)
